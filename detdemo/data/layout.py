@@ -1,0 +1,136 @@
+"""Find out what a ``--data PATH`` is, and open the right split of it.
+
+Users point at whatever they have: a COCO JSON file, a folder a labelling tool exported, VOC's root, or the
+Penn-Fudan folder (often one level above the real root, straight out of a zip). Detection looks at the folder
+and its direct children and refuses to guess between two matches.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from detdemo.data.base import DetectionDataset
+from detdemo.data.coco import CocoDataset
+from detdemo.data.pennfudan import IMAGE_DIR, MASK_DIR, PennFudanDataset
+from detdemo.data.voc import VOCDataset
+from detdemo.errors import DataError
+
+LAYOUTS = ("coco", "voc", "pennfudan")
+SPLIT_ALIASES = {"train": ("train",), "val": ("val", "valid", "validation", "test")}
+
+
+def _coco_jsons(folder: Path) -> list[Path]:
+    found = sorted(folder.glob("annotations/*.json")) + sorted(folder.glob("*.json"))
+    found += sorted(folder.glob("*/_annotations.coco.json"))  # Roboflow: train/_annotations.coco.json
+    return found
+
+
+def _match(folder: Path) -> str | None:
+    if (folder / IMAGE_DIR).is_dir() and (folder / MASK_DIR).is_dir():
+        return "pennfudan"
+    if (folder / "Annotations").is_dir() and any((folder / "Annotations").glob("*.xml")):
+        return "voc"
+    if _coco_jsons(folder):
+        return "coco"
+    return None
+
+
+def detect_layout(path: str | Path) -> tuple[str, Path]:
+    """(layout, root) for a path, looking one folder down when the path itself is a wrapper."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: dataset path not found")
+    if path.is_file():
+        if path.suffix.lower() == ".json":
+            return "coco", path
+        raise DataError(f"{path}: a dataset is a folder or a COCO .json file")
+    layout = _match(path)
+    if layout:
+        return layout, path
+    children = [(c, _match(c)) for c in sorted(path.iterdir()) if c.is_dir()]
+    hits = [(layout, c) for c, layout in children if layout]
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise DataError(f"{path}: several datasets inside ({', '.join(str(c) for _, c in hits)}); pick one")
+    raise DataError(
+        f"{path}: no dataset layout recognised (expected a COCO .json, VOC Annotations/*.xml, "
+        f"or Penn-Fudan {IMAGE_DIR}/ + {MASK_DIR}/)"
+    )
+
+
+def _coco_json_for_split(root: Path, split: str) -> Path | None:
+    jsons = _coco_jsons(root)
+    for alias in SPLIT_ALIASES.get(split, (split,)):
+        for j in jsons:
+            name = j.stem.removeprefix("instances_").lower()
+            if name.startswith(alias) or (j.name == "_annotations.coco.json" and j.parent.name.lower() == alias):
+                return j
+    return None
+
+
+def holdout_indices(n: int, split: str, val_fraction: float, seed: int) -> list[int]:
+    """A fixed random split for datasets that ship none (the tutorial holds out images the same way)."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(n * val_fraction)) if n > 1 else 0
+    chosen = order[n - n_val :] if split == "val" else order[: n - n_val]
+    return sorted(chosen)
+
+
+def open_dataset(
+    path: str | Path,
+    split: str = "train",
+    layout: str | None = None,
+    transforms: Callable | None = None,
+    classes: list[str] | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> DetectionDataset:
+    """Open one split of a dataset; ``split='all'`` skips splitting. Datasets without splits are held out."""
+    if layout is not None and layout not in LAYOUTS:
+        raise DataError(f"unknown dataset layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    found, root = detect_layout(path)
+    layout = layout or found
+    if layout == "coco":
+        json_file = root if root.is_file() else _coco_json_for_split(root, split)
+        if json_file is None:
+            jsons = _coco_jsons(root)
+            if len(jsons) != 1:
+                names = ", ".join(j.name for j in jsons)
+                raise DataError(f"{root}: no COCO annotation file for split {split!r} among: {names}")
+            json_file = jsons[0]
+            ds: DetectionDataset = CocoDataset(json_file, transforms=transforms, classes=classes)
+            return _subset(ds, split, val_fraction, seed)
+        return CocoDataset(json_file, transforms=transforms, classes=classes)
+    if layout == "voc":
+        split_file = root / "ImageSets" / "Main" / f"{split}.txt"
+        if split_file.exists():
+            return VOCDataset(root, split=split, transforms=transforms, classes=classes)
+        return _subset(VOCDataset(root, transforms=transforms, classes=classes), split, val_fraction, seed)
+    ds = PennFudanDataset(root, transforms=transforms)
+    return _subset(ds, split, val_fraction, seed)
+
+
+def _subset(ds: DetectionDataset, split: str, val_fraction: float, seed: int) -> DetectionDataset:
+    """Keep a held-out part in place, so the result is still a DetectionDataset with all its metadata."""
+    if split == "all":
+        return ds
+    if split not in ("train", "val"):
+        raise DataError(f"{ds.root}: has no predefined splits; use 'train', 'val' or 'all', not {split!r}")
+    keep = holdout_indices(len(ds), split, val_fraction, seed)
+    for attr in ("records", "annotations", "objects", "mask_paths"):
+        if hasattr(ds, attr):
+            values = getattr(ds, attr)
+            setattr(ds, attr, [values[i] for i in keep])
+    return ds
+
+
+def collate(batch):
+    """Detection batches are lists: images differ in size and targets in length."""
+    return tuple(zip(*batch))
+
+
+__all__ = ["open_dataset", "detect_layout", "collate", "holdout_indices", "LAYOUTS"]
