@@ -59,7 +59,11 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "train_config": train_config or {},
         "metrics": metrics or {},
-        "versions": {"detdemo": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__},
+        "versions": {  # plain str: TorchVersion objects would not load under weights_only
+            "detdemo": __version__,
+            "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__),
+        },
     }
     if training_state is not None:
         payload["training_state"] = training_state

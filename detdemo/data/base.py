@@ -16,6 +16,7 @@ import torch
 from torchvision import tv_tensors
 
 from detdemo.data.images import image_size, open_image, pil_to_tensor_image
+from detdemo.data.transforms import eval_transforms
 
 BACKGROUND = "__background__"
 
@@ -77,7 +78,8 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def __init__(self, root: str | Path, transforms: Callable | None = None) -> None:
         self.root = Path(root)
-        self.transforms = transforms
+        # Default to the eval preset so every dataset yields model-ready float images out of the box.
+        self.transforms = transforms if transforms is not None else eval_transforms()
         self.records: list[ImageRecord] = []
         self.classes: list[str] = [BACKGROUND]  # index = label; 0 is background
 
@@ -134,9 +136,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         rec.height, rec.width = height, width
         image = pil_to_tensor_image(pil)
         target = self.load_target(idx, height, width)
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        return image, target
+        return self.transforms(image, target)
 
     def __repr__(self) -> str:
         return (

@@ -70,8 +70,8 @@ def decode_pil(img: Image.Image, source: str = "image") -> Image.Image:
         raise DataError(f"{source}: image has no pixels ({width}x{height})")
     if width * height > MAX_IMAGE_PIXELS:
         raise DataError(
-            f"{source}: image is {width}x{height} = {width * height / 1e6:.0f} Mpx, over the "
-            f"{MAX_IMAGE_PIXELS / 1e6:.0f} Mpx limit (decompression-bomb guard)"
+            f"{source}: image is {width}x{height} = {width * height:,} pixels, over the "
+            f"{MAX_IMAGE_PIXELS:,}-pixel limit (decompression-bomb guard)"
         )
     img.load()
     img = ImageOps.exif_transpose(img)

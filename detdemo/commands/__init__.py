@@ -1,0 +1,1 @@
+"""Sub-commands of the ``detdemo`` command line, one module each."""
