@@ -39,6 +39,9 @@ def test_one_epoch_train_and_eval_writes_everything(shapes_dir, tmp_path):
     for key in ("bbox_AP", "bbox_AP50", "segm_AP", "loss", "loss_mask", "lr", "s_per_iter", "images_per_s"):
         assert key in m, key
     assert 0.0 <= m["bbox_AP"] <= 1.0 and set(m["per_class_AP"]["bbox"]) == {"circle", "square", "triangle"}
+    assert m["iterations"] == 3 and 0 < m["s_per_iter"] < m["train_time_s"]  # means, not sums, with progress off
+    parts = sum(v for k, v in m.items() if k.startswith("loss_"))
+    assert m["loss"] == pytest.approx(parts) and m["loss"] < 10
     for name in ("last.pt", "best.pt", "curves.png", "config.json"):
         assert (out / name).stat().st_size > 0, name
     model, cfg = load_model(out / "best.pt")

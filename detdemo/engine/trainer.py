@@ -240,7 +240,10 @@ class Trainer:
         cfg, info = self.cfg, self.info
         self.ddp.train()
         sums: dict[str, float] = {}
-        images_seen, t0 = 0, time.perf_counter()
+        steps = images_seen = 0
+        t0 = time.perf_counter()
+        self.step_times: list[float] = []  # wall time per step, data loading included (benchmarks read it)
+        t_step = t0
         bar = tqdm(total=self.iters_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="it",
                    disable=not (self.progress and info.is_main), dynamic_ncols=True)
         for step, (images, targets) in enumerate(self.loader):
@@ -271,19 +274,22 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + v
             sums["loss"] = sums.get("loss", 0.0) + total
             images_seen += len(images) * info.world_size
-            n = step + 1
+            steps = n = step + 1
             speed = images_seen / (time.perf_counter() - t0)
             bar.set_postfix({"loss": f"{sums['loss'] / n:.3f}",
                              **{_short(k): f"{sums[k] / n:.3f}" for k in loss_dict},
                              "lr": f"{self.optimizer.param_groups[0]['lr']:.2e}", "img/s": f"{speed:.2f}"})
             bar.update()
+            now = time.perf_counter()
+            self.step_times.append(now - t_step)
+            t_step = now
         bar.close()
         elapsed = time.perf_counter() - t0
-        steps = max(bar.n, 1)
-        stats = {k: v / steps for k, v in sums.items()}
-        stats.update(lr=self.optimizer.param_groups[0]["lr"], train_time_s=round(elapsed, 3), iterations=bar.n,
+        # Count steps ourselves: a disabled tqdm bar (progress off, other ranks) does not count.
+        stats = {k: v / max(steps, 1) for k, v in sums.items()}
+        stats.update(lr=self.optimizer.param_groups[0]["lr"], train_time_s=round(elapsed, 3), iterations=steps,
                      images_per_s=round(images_seen / elapsed, 3) if elapsed > 0 else 0.0,
-                     s_per_iter=round(elapsed / steps, 4))
+                     s_per_iter=round(elapsed / max(steps, 1), 4))
         return stats
 
     # -- outputs --------------------------------------------------------------------------------------------------

@@ -1,0 +1,109 @@
+"""TorchScript (by scripting) and ONNX (TorchScript-based exporter, opset 17) export of detdemo models.
+
+Why these exporters: scripting keeps control flow, so image size and detection count stay dynamic. For ONNX,
+torch 2.14+'s default dynamo exporter fails on torchvision's detection models (data-dependent control flow in
+the RPN/ROI heads and NMS); the TorchScript-based exporter (``dynamo=False``) traces them with dynamic height,
+width and detection count. The exporter used is recorded in the file's metadata with the library versions.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from detdemo.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from detdemo.errors import DetDemoError
+from detdemo.models import ModelConfig, get_spec
+from export.metadata import build_metadata, dumps
+from export.wrappers import OUTPUTS, OnnxDetector, ScriptableDetector
+
+FORMATS = ("torchscript", "onnx")
+TORCHSCRIPT_FILE, ONNX_FILE, EAGER_FILE, MANIFEST = "model.torchscript.pt", "model.onnx", "model.pt", "export.json"
+ONNX_OPSET = 17
+
+
+class ExportError(DetDemoError):
+    """An architecture could not be exported to a format."""
+
+
+def export_torchscript(model: torch.nn.Module, cfg: ModelConfig, path: Path) -> Path:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scripted = torch.jit.script(ScriptableDetector(model.eval()))
+    except Exception as exc:  # noqa: BLE001 - torch.jit raises many types
+        raise ExportError(f"{cfg.arch}: TorchScript export failed ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0]})") from None
+    meta = build_metadata(cfg, "torchscript", exporter="torch.jit.script")
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.jit.save(scripted, str(tmp), _extra_files={"detdemo.json": dumps(meta)})
+    tmp.replace(path)
+    return path
+
+
+def export_onnx(model: torch.nn.Module, cfg: ModelConfig, path: Path, example_hw: tuple[int, int] = (480, 640),
+                opset: int = ONNX_OPSET) -> Path:
+    import onnx
+    import onnxruntime
+
+    spec = get_spec(cfg.arch)
+    names = OUTPUTS[spec.family]
+    wrapper = OnnxDetector(model.eval(), names)
+    example = torch.rand(3, *example_hw)
+    dynamic = {"image": {1: "height", 2: "width"}, **{n: {0: "detections"} for n in names}}
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapper, (example,), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=["image"], output_names=list(names), dynamic_axes=dynamic,
+                              do_constant_folding=True)
+        proto = onnx.load(str(tmp))
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # noqa: BLE001
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"{cfg.arch}: ONNX export failed ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    meta = build_metadata(cfg, "onnx", exporter="torch.onnx.export(dynamo=False)", opset=opset,
+                          onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "detdemo", dumps(meta)
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str | Path) -> dict[str, Path]:
+    """Export a checkpoint into ``out``: the eager checkpoint (for parity checks) and each requested format."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise DetDemoError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    data = load_checkpoint(checkpoint)
+    model, cfg = model_from_checkpoint(data)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"eager": save_checkpoint(out / EAGER_FILE, model, cfg, train_config=data.get("train_config"),
+                                      metrics=data.get("metrics"))}
+    timings = {}
+    for fmt in formats:
+        t0 = time.perf_counter()
+        if fmt == "torchscript":
+            paths[fmt] = export_torchscript(model, cfg, out / TORCHSCRIPT_FILE)
+        else:
+            paths[fmt] = export_onnx(model, cfg, out / ONNX_FILE)
+        timings[fmt] = round(time.perf_counter() - t0, 2)
+    manifest = {"source": str(checkpoint), "arch": cfg.arch, "class_names": cfg.class_names,
+                "files": {k: p.name for k, p in paths.items()}, "export_seconds": timings}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return paths
+
+
+def copy_into(src: Path, dst_dir: Path) -> Path:
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy2(src, dst_dir / src.name))

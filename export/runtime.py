@@ -1,0 +1,168 @@
+"""One predictor interface, three runtimes: eager PyTorch, TorchScript, ONNX Runtime.
+
+Each takes a PIL image or an array (HxW, HxWx3 or HxWx4, uint8 or float in [0, 1]) and returns ``Detections``
+with numpy arrays, so callers (the parity checker, the app, benchmarks) never care which runtime ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from detdemo.data.images import decode_pil
+from detdemo.errors import DetDemoError
+
+
+@dataclass
+class Detections:
+    boxes: np.ndarray  # (N, 4) float32 XYXY in input pixels
+    labels: np.ndarray  # (N,) int64, 1..K
+    scores: np.ndarray  # (N,) float32
+    class_names: list[str]
+    masks: np.ndarray | None = None  # (N, H, W) float32 probabilities
+    keypoints: np.ndarray | None = None  # (N, K, 3)
+    extras: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def names(self) -> list[str]:
+        return [self.class_names[i - 1] if 0 < i <= len(self.class_names) else str(i) for i in self.labels]
+
+    def filter(self, score_threshold: float) -> Detections:
+        keep = self.scores >= score_threshold
+        return Detections(self.boxes[keep], self.labels[keep], self.scores[keep], self.class_names,
+                          None if self.masks is None else self.masks[keep],
+                          None if self.keypoints is None else self.keypoints[keep], dict(self.extras))
+
+
+def to_chw_float(image) -> torch.Tensor:
+    """PIL image or array -> float32 [3, H, W] in [0, 1]."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(decode_pil(image))
+    if isinstance(image, torch.Tensor):
+        image = image.numpy()
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise DetDemoError(f"expected an HxW or HxWx3/4 image, got shape {arr.shape}")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    arr = arr[..., :3]
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        arr = arr.astype(np.float32) / 65535.0
+    else:
+        arr = arr.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def _from_outputs(out: dict, class_names: list[str]) -> Detections:
+    def get(name):
+        v = out.get(name)
+        return None if v is None else (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
+
+    masks = get("masks")
+    if masks is not None and masks.ndim == 4:
+        masks = masks[:, 0]
+    return Detections(get("boxes").astype(np.float32), get("labels").astype(np.int64),
+                      get("scores").astype(np.float32), class_names, masks, get("keypoints"))
+
+
+class EagerPredictor:
+    backend = "pytorch"
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
+        from detdemo.checkpoint import load_model
+
+        self.model, self.config = load_model(checkpoint, device)
+        self.device = torch.device(device)
+        self.class_names = self.config.class_names
+        self.path = Path(checkpoint)
+
+    @torch.inference_mode()
+    def predict(self, image) -> Detections:
+        out = self.model([to_chw_float(image).to(self.device)])[0]
+        return _from_outputs(out, self.class_names)
+
+
+class TorchScriptPredictor:
+    backend = "torchscript"
+
+    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+        extra = {"detdemo.json": ""}
+        try:
+            self.module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+        except Exception as exc:  # noqa: BLE001
+            raise DetDemoError(f"{path}: cannot load TorchScript file ({type(exc).__name__})") from None
+        self.meta = json.loads(extra["detdemo.json"] or "{}")
+        self.class_names = self.meta.get("class_names", [])
+        self.device = torch.device(device)
+        self.path = Path(path)
+
+    @torch.inference_mode()
+    def predict(self, image) -> Detections:
+        return _from_outputs(self.module(to_chw_float(image).to(self.device)), self.class_names)
+
+
+def onnx_session(path: str | Path, threads: int | None = None):
+    """One tuned session per file: CUDA provider when onnxruntime-gpu sees a GPU, else CPU."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    available = ort.get_available_providers()
+    providers = ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available and torch.cuda.is_available():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        return ort.InferenceSession(str(path), opts, providers=providers)
+    except Exception as exc:  # noqa: BLE001
+        raise DetDemoError(f"{path}: cannot load ONNX model ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+class OnnxPredictor:
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import onnx
+
+        self.session = onnx_session(path, threads)
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        self.meta = json.loads(meta.get("detdemo", "{}"))
+        self.class_names = self.meta.get("class_names", [])
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.path = Path(path)
+
+    def predict(self, image) -> Detections:
+        x = to_chw_float(image).numpy()
+        outs = self.session.run(None, {"image": x})
+        return _from_outputs(dict(zip(self.output_names, outs)), self.class_names)
+
+
+BACKENDS = {"pytorch": EagerPredictor, "torchscript": TorchScriptPredictor, "onnxruntime": OnnxPredictor}
+
+
+def load_predictor(path: str | Path, backend: str | None = None):
+    """Pick the runtime from the file: ``.onnx`` -> ONNX Runtime, ``*.torchscript.pt`` -> TorchScript, else eager."""
+    path = Path(path)
+    if backend is None:
+        if path.suffix == ".onnx":
+            backend = "onnxruntime"
+        elif path.name.endswith(".torchscript.pt"):
+            backend = "torchscript"
+        else:
+            backend = "pytorch"
+    if backend not in BACKENDS:
+        raise DetDemoError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    return BACKENDS[backend](path)
