@@ -20,7 +20,7 @@ from detdemo.checkpoint import load_checkpoint, model_from_checkpoint, save_chec
 from detdemo.errors import DetDemoError
 from detdemo.models import ModelConfig, get_spec
 from export.metadata import build_metadata, dumps
-from export.wrappers import OUTPUTS, OnnxDetector, ScriptableDetector
+from export.wrappers import OUTPUTS, OnnxDetector, ScriptableDetector, transform_spec
 
 FORMATS = ("torchscript", "onnx")
 TORCHSCRIPT_FILE, ONNX_FILE, EAGER_FILE, MANIFEST = "model.torchscript.pt", "model.onnx", "model.pt", "export.json"
@@ -39,14 +39,14 @@ def export_torchscript(model: torch.nn.Module, cfg: ModelConfig, path: Path) -> 
     except Exception as exc:  # noqa: BLE001 - torch.jit raises many types
         raise ExportError(f"{cfg.arch}: TorchScript export failed ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0]})") from None
-    meta = build_metadata(cfg, "torchscript", exporter="torch.jit.script")
+    meta = build_metadata(cfg, "torchscript", exporter="torch.jit.script", transform=transform_spec(model))
     tmp = path.with_name(f".{path.name}.tmp")
     torch.jit.save(scripted, str(tmp), _extra_files={"detdemo.json": dumps(meta)})
     tmp.replace(path)
     return path
 
 
-def export_onnx(model: torch.nn.Module, cfg: ModelConfig, path: Path, example_hw: tuple[int, int] = (480, 640),
+def export_onnx(model: torch.nn.Module, cfg: ModelConfig, path: Path, example_hw: tuple[int, int] | None = None,
                 opset: int = ONNX_OPSET) -> Path:
     import onnx
     import onnxruntime
@@ -54,7 +54,10 @@ def export_onnx(model: torch.nn.Module, cfg: ModelConfig, path: Path, example_hw
     spec = get_spec(cfg.arch)
     names = OUTPUTS[spec.family]
     wrapper = OnnxDetector(model.eval(), names)
-    example = torch.rand(3, *example_hw)
+    if example_hw is None:  # a typical resized input; any size works afterwards (dynamic axes)
+        t = model.transform
+        example_hw = tuple(t.fixed_size[::-1]) if t.fixed_size else (t.min_size[-1], t.min_size[-1] * 4 // 3)
+    example = torch.randn(3, *example_hw)
     dynamic = {"image": {1: "height", 2: "width"}, **{n: {0: "detections"} for n in names}}
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -70,7 +73,7 @@ def export_onnx(model: torch.nn.Module, cfg: ModelConfig, path: Path, example_hw
         raise ExportError(f"{cfg.arch}: ONNX export failed ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     meta = build_metadata(cfg, "onnx", exporter="torch.onnx.export(dynamo=False)", opset=opset,
-                          onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
+                          onnx=onnx.__version__, onnxruntime=onnxruntime.__version__, transform=transform_spec(model))
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = "detdemo", dumps(meta)

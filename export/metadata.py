@@ -9,8 +9,10 @@ import torchvision
 
 from detdemo.models import ModelConfig, get_spec
 
-PREPROCESSING = ("one RGB image, float32 tensor [3, H, W] with values in [0, 1] (batch fixed at 1); the model "
-                 "normalises (ImageNet mean/std) and resizes internally, and returns boxes in input pixels")
+PREPROCESSING = ("graph input: one RGB image (batch fixed at 1), float32 [3, h, w], already normalised with "
+                 "'transform.image_mean'/'image_std' and resized as torchvision's GeneralizedRCNNTransform does with "
+                 "'transform' (export.pipeline.preprocess); outputs are in the resized frame, masks are 28x28 "
+                 "probabilities: export.pipeline.postprocess rescales boxes and pastes masks")
 
 
 def build_metadata(cfg: ModelConfig, fmt: str, **extra) -> dict:

@@ -57,7 +57,11 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.clip(rb - lt, 0, None).prod(-1)
     area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(-1)
     area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(-1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    union = area_a[:, None] + area_b[None, :] - inter
+    iou = inter / np.maximum(union, 1e-9)
+    # Zero-area boxes (clipped at the image border) have no IoU; identical ones are still the same detection.
+    same = np.abs(a[:, None, :] - b[None, :, :]).max(-1) <= 1e-6
+    return np.where(union > 0, iou, same.astype(float))
 
 
 def match(ref: Detections, cand: Detections, min_iou: float) -> list[tuple[int, int]]:
@@ -74,6 +78,11 @@ def match(ref: Detections, cand: Detections, min_iou: float) -> list[tuple[int, 
     return pairs
 
 
+def _pair_agrees(ref: Detections, cand: Detections, r: int, c: int, tol: Tolerances) -> bool:
+    return (float(np.abs(ref.boxes[r] - cand.boxes[c]).max()) <= tol.box_px
+            and abs(float(ref.scores[r]) - float(cand.scores[c])) <= tol.score)
+
+
 def _at_cutoff(score: float, other: Detections, cap: int | None, threshold: float, tol: float) -> bool:
     near_threshold = abs(score - threshold) <= tol
     near_cap = cap is not None and len(other) >= cap and score <= float(other.scores.min()) + tol
@@ -83,6 +92,12 @@ def _at_cutoff(score: float, other: Detections, cap: int | None, threshold: floa
 def compare(probe: str, ref: Detections, cand: Detections, tol: Tolerances, cap: int | None = None,
             score_threshold: float = 0.0) -> ImageParity:
     pairs = match(ref, cand, tol.match_iou)
+    # A pair that disagrees where both members sit at a cut-off is two different cut-off detections that happen to
+    # overlap (each runtime kept a different one of several near-tied candidates), not one detection that moved.
+    pairs = [(r, c) for r, c in pairs
+             if _pair_agrees(ref, cand, r, c, tol)
+             or not (_at_cutoff(float(ref.scores[r]), cand, cap, score_threshold, tol.score)
+                     and _at_cutoff(float(cand.scores[c]), ref, cap, score_threshold, tol.score))]
     r_done, c_done = {r for r, _ in pairs}, {c for _, c in pairs}
     unmatched = boundary = 0
     for i in set(range(len(ref))) - r_done:

@@ -94,7 +94,32 @@ class EagerPredictor:
         return _from_outputs(out, self.class_names)
 
 
-class TorchScriptPredictor:
+class _HostPipeline:
+    """Exported graphs: pre- and post-process on the host with torchvision's eager transform (export.wrappers)."""
+
+    meta: dict
+
+    def _setup_transform(self) -> None:
+        from export.wrappers import transform_from_spec
+
+        if "transform" not in self.meta:
+            raise DetDemoError(f"{self.path}: exported without detdemo metadata; re-export with `detdemo export`")
+        self.transform = transform_from_spec(self.meta["transform"])
+
+    def _run_graph(self, x: torch.Tensor) -> dict:
+        raise NotImplementedError
+
+    def predict(self, image) -> Detections:
+        from export.pipeline import postprocess, preprocess
+
+        x = to_chw_float(image)
+        original = (int(x.shape[-2]), int(x.shape[-1]))
+        resized_image, resized = preprocess(self.transform, x)
+        raw = {k: torch.as_tensor(v) for k, v in self._run_graph(resized_image).items()}
+        return _from_outputs(postprocess(self.transform, raw, resized, original), self.class_names)
+
+
+class TorchScriptPredictor(_HostPipeline):
     backend = "torchscript"
 
     def __init__(self, path: str | Path, device: str = "cpu") -> None:
@@ -107,10 +132,11 @@ class TorchScriptPredictor:
         self.class_names = self.meta.get("class_names", [])
         self.device = torch.device(device)
         self.path = Path(path)
+        self._setup_transform()
 
     @torch.inference_mode()
-    def predict(self, image) -> Detections:
-        return _from_outputs(self.module(to_chw_float(image).to(self.device)), self.class_names)
+    def _run_graph(self, x: torch.Tensor) -> dict:
+        return {k: v.cpu() for k, v in self.module(x.to(self.device)).items()}
 
 
 def onnx_session(path: str | Path, threads: int | None = None):
@@ -131,7 +157,7 @@ def onnx_session(path: str | Path, threads: int | None = None):
         raise DetDemoError(f"{path}: cannot load ONNX model ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
-class OnnxPredictor:
+class OnnxPredictor(_HostPipeline):
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
@@ -143,11 +169,11 @@ class OnnxPredictor:
         self.class_names = self.meta.get("class_names", [])
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.path = Path(path)
+        self._setup_transform()
 
-    def predict(self, image) -> Detections:
-        x = to_chw_float(image).numpy()
-        outs = self.session.run(None, {"image": x})
-        return _from_outputs(dict(zip(self.output_names, outs)), self.class_names)
+    def _run_graph(self, x: torch.Tensor) -> dict:
+        outs = self.session.run(None, {"image": x.numpy()})
+        return dict(zip(self.output_names, outs))
 
 
 BACKENDS = {"pytorch": EagerPredictor, "torchscript": TorchScriptPredictor, "onnxruntime": OnnxPredictor}
