@@ -110,3 +110,41 @@ def test_finetune_from_own_checkpoint_replaces_heads(trained):
     assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 4
     src = torch.load(path, weights_only=True)["state_dict"]
     assert torch.equal(model.state_dict()["backbone.0.0.weight"], src["backbone.0.0.weight"])
+
+
+WRITER = """
+import sys, torch
+from detdemo import ModelConfig, save_checkpoint
+model, cfg = torch.nn.Linear(1000, 1000), ModelConfig("maskrcnn_light", 2, ["a"])  # 4 MB per write
+i = 0
+while True:
+    i += 1
+    save_checkpoint(sys.argv[1], model, cfg, metrics={"i": i})
+    print(i, flush=True)
+"""
+
+
+def test_kill_9_at_any_moment_never_leaves_an_unreadable_checkpoint(tmp_path):
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    target = tmp_path / "last.pt"
+    rng = random.Random(0)
+    seen = 0
+    for _ in range(6):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], cwd=REPO, stdout=subprocess.PIPE,
+                                text=True)
+        proc.stdout.readline()  # at least one complete write
+        time.sleep(rng.uniform(0.0, 0.4))  # then die somewhere inside a later write
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        data = load_checkpoint(target)  # always the previous or the new file, whole
+        assert data["metrics"]["i"] >= 1
+        seen += 1
+    assert seen == 6
+    assert [p.name for p in tmp_path.iterdir() if p.name == "last.pt"] == ["last.pt"]

@@ -208,6 +208,8 @@ class Trainer:
         cfg, info = self.cfg, self.info
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            for stale in self.out.glob(".*.tmp*"):  # left by a run killed mid-write; never a checkpoint
+                stale.unlink(missing_ok=True)
             _atomic_text(self.out / "config.json", json.dumps({"train": cfg.to_dict(),
                                                                "model": self.model_config.to_dict()}, indent=2))
             self._trim_metrics(self.state.epoch)

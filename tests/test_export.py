@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from detdemo import build_model, list_models, save_checkpoint
+from detdemo.checkpoint import load_checkpoint
+from detdemo.cli import main
+from detdemo.data import collate, open_dataset, train_transforms
+from detdemo.models import get_spec
+from export.exporters import export_checkpoint
+from export.runtime import EagerPredictor, OnnxPredictor, TorchScriptPredictor, load_predictor
+from tests.conftest import shared
+
+ALL = [s.name for s in list_models()]
+
+
+def _cutoff_kwargs(spec, score: float = 0.0, cap: int = 30) -> dict:
+    """Keep low-score detections so the comparison has plenty to pair (and near-ties at the cap)."""
+    if spec.family in ("faster_rcnn", "mask_rcnn", "keypoint_rcnn"):
+        return {"box_score_thresh": score, "box_detections_per_img": cap}
+    return {"score_thresh": score, "detections_per_img": cap}
+
+
+def briefly_trained(arch: str, shapes_dir: Path, out: Path, steps: int, **extra) -> Path:
+    """A few SGD steps on shapes: random weights give near-tied scores, training makes the check meaningful."""
+    spec = get_spec(arch)
+    kw = {} if spec.fixed_size else {"min_size": 128, "max_size": 160}
+    kw.update(_cutoff_kwargs(spec))
+    kw.update(extra)
+    torch.manual_seed(0)
+    model, cfg = build_model(arch, 4, ["circle", "square", "triangle"], **kw)
+    ds = open_dataset(shapes_dir, "train", transforms=train_transforms())
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.02, momentum=0.9)
+    model.train()
+    for i in range(steps):
+        images, targets = collate([ds[(2 * i) % len(ds)], ds[(2 * i + 1) % len(ds)]])
+        targets = [dict(t) for t in targets]
+        if spec.keypoints:
+            for t in targets:
+                kp = torch.ones(len(t["boxes"]), 17, 3)
+                kp[..., :2] = t["boxes"][:, None, :2] + 2
+                t["keypoints"] = kp
+        loss = sum(model(list(images), targets).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return save_checkpoint(out, model.eval(), cfg)
+
+
+def check(folder: Path, *images: str) -> tuple[int, dict, str]:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["check-export", str(folder), "--images", *images])
+    return rc, json.loads((folder / "parity.json").read_text()), buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def light_export(shapes_dir, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("light")
+    ckpt = briefly_trained("maskrcnn_light", shapes_dir, root / "ckpt.pt", steps=150)
+    export_checkpoint(ckpt, ("torchscript", "onnx"), root / "export")
+    return root / "export"
+
+
+def test_parity_on_real_photos_and_hard_probes(light_export, shapes_dir):
+    coco = shared("coco128", "val2017")
+    photos = sorted(coco.iterdir())
+    picks = [str(photos[0]), str(photos[7]), str(photos[20])]
+    sizes = {Image.open(p).size for p in picks}
+    assert len(sizes) >= 2  # several sizes / aspect ratios
+    rc, report, out = check(light_export, *picks, str(shapes_dir / "val"))
+    assert rc == 0, out
+    for backend in ("torchscript", "onnxruntime"):
+        rows = report["backends"][backend]["images"]
+        probes = [r["probe"] for r in rows]
+        for needed in ("blank_320x240", "tiny_64x48", "large_2000x1500", "grayscale"):
+            assert needed in probes
+        blank = probes.index("blank_320x240")
+        assert probes[blank + 1].startswith("after_blank_")  # same session, right after the blank image
+        assert sum(r["n_reference"] for r in rows) > 100  # detections were really compared
+        assert all(r["mask_iou_min"] is None or r["mask_iou_min"] >= 0.99 for r in rows)
+    md = (light_export / "parity.md").read_text()
+    assert "| probe |" in md and "PASS" in md
+
+
+def test_broken_export_is_caught(light_export, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(light_export, broken)
+    data = load_checkpoint(broken / "model.pt")
+    from detdemo.checkpoint import model_from_checkpoint
+
+    model, cfg = model_from_checkpoint(data)
+    with torch.no_grad():  # the exported files keep the old weights; the eager reference changes a little
+        model.roi_heads.box_predictor.bbox_pred.weight.mul_(1.05)
+    save_checkpoint(broken / "model.pt", model, cfg)
+    rc, report, out = check(broken, str(tmp_path))
+    assert rc == 1
+    assert not report["passed"] and "box differs" in out
+
+
+def test_torchscript_runs_in_fresh_process_with_only_torch_and_torchvision(light_export):
+    code = (
+        "import sys, json, torch, torchvision\n"
+        "extra = {'detdemo.json': ''}\n"
+        "m = torch.jit.load(sys.argv[1], _extra_files=extra)\n"
+        "meta = json.loads(extra['detdemo.json'])\n"
+        "out = m(torch.randn(3, 128, 160))\n"
+        "print(json.dumps({'keys': sorted(out), 'classes': meta['class_names'], 'arch': meta['arch'],"
+        " 'mods': sorted(k for k in sys.modules if k.split('.')[0] in ('detdemo', 'export'))}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(light_export / "model.torchscript.pt")],
+                          capture_output=True, text=True, timeout=300, cwd="/")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["keys"] == ["boxes", "labels", "masks", "scores"]
+    assert result["classes"] == ["circle", "square", "triangle"] and result["arch"] == "maskrcnn_light"
+    assert result["mods"] == []
+
+
+def test_onnx_metadata_round_trip(light_export):
+    import onnx
+    import onnxruntime
+
+    onnx.checker.check_model(str(light_export / "model.onnx"))
+    meta = OnnxPredictor(light_export / "model.onnx").meta
+    assert meta["class_names"] == ["circle", "square", "triangle"] and meta["arch"] == "maskrcnn_light"
+    assert meta["exporter"] == "torch.onnx.export(dynamo=False)" and meta["opset"] == 17
+    assert meta["onnxruntime"] == onnxruntime.__version__ and meta["torch"] if "torch" in meta else True
+    assert meta["versions"]["torch"] == str(torch.__version__)
+    assert meta["outputs"] == ["boxes", "labels", "scores", "masks"]
+    assert meta["transform"]["min_size"] == [128] and "batch fixed at 1" in meta["preprocessing"]
+    assert meta["model_kwargs"]["box_detections_per_img"] == 30
+
+
+def test_predictors_accept_pil_and_arrays_alike(light_export, shapes_dir):
+    img = Image.open(sorted((shapes_dir / "val").iterdir())[0]).convert("RGB")
+    arr = np.asarray(img)
+    eager = EagerPredictor(light_export / "model.pt")
+    for pred in (eager, load_predictor(light_export / "model.torchscript.pt"),
+                 load_predictor(light_export / "model.onnx")):
+        a, b = pred.predict(img), pred.predict(arr)
+        assert len(a) == len(b) > 0 and np.allclose(a.boxes, b.boxes)
+        assert a.masks.shape[1:] == (img.height, img.width)  # pasted at input size
+        rgba = np.concatenate([arr, np.full(arr.shape[:2] + (1,), 255, np.uint8)], axis=2)
+        assert np.allclose(pred.predict(rgba).scores, a.scores)
+        assert len(pred.predict(arr[..., 0])) > 0  # grayscale HxW
+        assert a.names()[0] in ("circle", "square", "triangle")
+
+
+def test_zero_detections_then_detections_in_one_session(shapes_dir, tmp_path):
+    ckpt = briefly_trained("fasterrcnn_light", shapes_dir, tmp_path / "none.pt", steps=2, box_score_thresh=1.01)
+    export_checkpoint(ckpt, ("torchscript", "onnx"), tmp_path / "none")
+    img = np.asarray(Image.open(sorted((shapes_dir / "val").iterdir())[0]).convert("RGB"))
+    for pred in (TorchScriptPredictor(tmp_path / "none" / "model.torchscript.pt"),
+                 OnnxPredictor(tmp_path / "none" / "model.onnx")):
+        empty = pred.predict(img)
+        assert len(empty) == 0 and empty.boxes.shape == (0, 4)
+    rc, report, out = check(tmp_path / "none", str(shapes_dir / "val"))
+    assert rc == 0 and all(r["n_candidate"] == 0 for b in report["backends"].values() for r in b["images"])
+
+
+@pytest.mark.parametrize("arch", ALL)
+def test_every_architecture_exports_to_both_formats_with_parity(arch, shapes_dir, tmp_path):
+    ckpt = briefly_trained(arch, shapes_dir, tmp_path / "ckpt.pt", steps=10)
+    paths = export_checkpoint(ckpt, ("torchscript", "onnx"), tmp_path / "exp")
+    assert {"eager", "torchscript", "onnx"} <= set(paths)
+    rc, report, out = check(tmp_path / "exp", str(sorted((shapes_dir / "val").iterdir())[0]))
+    assert rc == 0, out
+    assert report["backends"]["torchscript"]["overall"]["max_box_diff_px"] == 0.0  # same kernels: bit-exact
+
+
+def test_export_cli_errors(tmp_path, capsys):
+    rc = main(["export", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")])
+    assert rc == 2 and "checkpoint file not found" in capsys.readouterr().err
+    rc = main(["check-export", str(tmp_path)])
+    assert rc == 2 and "not an export folder" in capsys.readouterr().err
