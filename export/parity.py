@@ -134,7 +134,8 @@ def compare(probe: str, ref: Detections, cand: Detections, tol: Tolerances, cap:
 # -- probes ------------------------------------------------------------------------------------------------------
 
 
-def default_probes(images: list[Path] | None = None, seed: int = 0) -> list[tuple[str, Image.Image]]:
+def default_probes(images: list[Path] | None = None, seed: int = 0,
+                   extras: bool = True) -> list[tuple[str, Image.Image]]:
     """The probe sequence, in this order (the order matters: the blank image precedes a real one in the same
     session): real images of several sizes, blank, real after blank, tiny 64x48, large 2000x1500, grayscale."""
     from detdemo.data.images import open_image
@@ -152,6 +153,8 @@ def default_probes(images: list[Path] | None = None, seed: int = 0) -> list[tupl
     probes = list(reals)
     probes.append(("blank_320x240", Image.new("RGB", (320, 240), (127, 127, 127))))
     probes.append((f"after_blank_{reals[-1][0]}", reals[-1][1]))
+    if not extras:
+        return probes
     probes.append(("tiny_64x48", first.resize((64, 48), Image.BILINEAR)))
     probes.append(("large_2000x1500", first.resize((2000, 1500), Image.BILINEAR)))
     probes.append(("grayscale", first.convert("L")))

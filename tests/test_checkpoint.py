@@ -136,7 +136,7 @@ def test_kill_9_at_any_moment_never_leaves_an_unreadable_checkpoint(tmp_path):
     target = tmp_path / "last.pt"
     rng = random.Random(0)
     seen = 0
-    for _ in range(6):
+    for _ in range(4):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], cwd=REPO, stdout=subprocess.PIPE,
                                 text=True)
         proc.stdout.readline()  # at least one complete write
@@ -146,5 +146,5 @@ def test_kill_9_at_any_moment_never_leaves_an_unreadable_checkpoint(tmp_path):
         data = load_checkpoint(target)  # always the previous or the new file, whole
         assert data["metrics"]["i"] >= 1
         seen += 1
-    assert seen == 6
+    assert seen == 4
     assert [p.name for p in tmp_path.iterdir() if p.name == "last.pt"] == ["last.pt"]

@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
     c.add_argument("--score-tol", type=float, default=None, help="max score difference")
     c.add_argument("--mask-iou-min", type=float, default=None, help="min mask IoU of matched detections")
     c.add_argument("--report-dir", default=None, help="where parity.json/.md go (default: the export folder)")
+    c.add_argument("--probes", choices=("full", "basic"), default="full",
+                   help="full: images + blank, after-blank, tiny, large, grayscale; basic: images + blank, after-blank")
     c.set_defaults(func=run_check)
 
 
@@ -32,7 +34,7 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"{kind:12s} {path} ({path.stat().st_size / 1e6:.1f} MB)")
     if args.check:
         return run_check(argparse.Namespace(dir=args.out, images=None, box_tol=None, score_tol=None,
-                                            mask_iou_min=None, report_dir=None))
+                                            mask_iou_min=None, report_dir=None, probes="full"))
     return 0
 
 
@@ -78,7 +80,7 @@ def run_check(args: argparse.Namespace) -> int:
     tol = Tolerances()
     overrides = {"box_px": args.box_tol, "score": args.score_tol, "mask_iou_min": args.mask_iou_min}
     tol = replace(tol, **{k: v for k, v in overrides.items() if v is not None})
-    probes = default_probes(_probe_files(args.images))
+    probes = default_probes(_probe_files(args.images), extras=args.probes == "full")
     cap, threshold = model_cutoffs(reference.model)
     report = run_parity(reference, candidates, probes, tol, cap=cap, score_threshold=threshold)
     out = Path(args.report_dir) if args.report_dir else folder
