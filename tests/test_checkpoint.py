@@ -41,8 +41,9 @@ def test_folder_resolves_to_best_or_last(trained, tmp_path):
     _, _, path = trained
     (tmp_path / "last.pt").write_bytes(path.read_bytes())
     assert load_checkpoint(tmp_path)["path"].endswith("last.pt")
+    (tmp_path / "sub").mkdir()
     with pytest.raises(CheckpointError, match="folder holds no checkpoint"):
-        load_checkpoint(tmp_path / "sub" if (tmp_path / "sub").mkdir() is None else None)
+        load_checkpoint(tmp_path / "sub")
 
 
 def test_truncated_empty_and_garbage_files(trained, tmp_path):
