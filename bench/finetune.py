@@ -36,6 +36,14 @@ def run(name: str, data: Path, out: Path, epochs: int, weights: str | None, lr: 
             "bbox_AP50": final["bbox_AP50"], "segm_AP": final["segm_AP"], "segm_AP50": final["segm_AP50"]}
 
 
+def report(work: Path, name: str, out: str) -> dict:
+    rows = [json.loads(x) for x in (work / out / "metrics.jsonl").read_text().splitlines()]
+    final = rows[-1]
+    minutes = sum(r["train_time_s"] + r.get("eval_time_s", 0) for r in rows) / 60
+    return {"run": name, "epochs": final["epoch"], "minutes": round(minutes, 2), "bbox_AP": final["bbox_AP"],
+            "bbox_AP50": final["bbox_AP50"], "segm_AP": final["segm_AP"], "segm_AP50": final["segm_AP50"]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--pretrain-images", type=int, default=1200)
@@ -46,6 +54,8 @@ def main() -> None:
     p.add_argument("--max-side", type=int, default=256)
     p.add_argument("--size", type=int, default=192, help="model min_size")
     p.add_argument("--work", default=str(RESULTS / "finetune_work"))
+    p.add_argument("--stages", default="pretrain,finetuned,scratch,report",
+                   help="comma-separated subset, e.g. 'finetuned' and 'scratch' in two processes, then 'report'")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -56,10 +66,19 @@ def main() -> None:
     if not small.exists():
         generate_shapes(small, 170, 50, seed=2, progress=False,
                         cfg=ShapesConfig(classes=("star", "hexagon", "cross"), **sides))
-    pre = run("pretrain (big shapes set)", big, work / "pretrain", args.pretrain_epochs, None, 0.02, args.size)
-    ft = run("fine-tuned (heads replaced)", small, work / "finetuned", args.small_epochs,
-             str(work / "pretrain" / "best.pt"), 0.01, args.size)
-    sc = run("from scratch", small, work / "scratch", args.small_epochs, None, 0.02, args.size)
+    stages = args.stages.split(",")
+    if "pretrain" in stages:
+        run("pretrain (big shapes set)", big, work / "pretrain", args.pretrain_epochs, None, 0.02, args.size)
+    if "finetuned" in stages:
+        run("fine-tuned (heads replaced)", small, work / "finetuned", args.small_epochs,
+            str(work / "pretrain" / "best.pt"), 0.01, args.size)
+    if "scratch" in stages:
+        run("from scratch", small, work / "scratch", args.small_epochs, None, 0.02, args.size)
+    if "report" not in stages:
+        return
+    pre, ft, sc = (report(work, n, o) for n, o in (("pretrain (big shapes set)", "pretrain"),
+                                                     ("fine-tuned (heads replaced)", "finetuned"),
+                                                     ("from scratch", "scratch")))
     rows = [pre, ft, sc]
     print(table(rows, ["run", "epochs", "minutes", "bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50"]))
     print(f"fine-tuned / scratch: bbox AP x{ft['bbox_AP'] / max(sc['bbox_AP'], 1e-9):.2f}, "

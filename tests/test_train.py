@@ -192,6 +192,14 @@ def test_cli_train_eval_predict_end_to_end(shapes_dir, tmp_path, capsys):
     assert rc == 2 and "dataset path not found" in capsys.readouterr().err
 
 
+def test_time_limit_stops_after_the_epoch_and_evaluates_it(shapes_dir, tmp_path):
+    out = fit(small_cfg(shapes_dir, tmp_path / "run", epochs=5, max_iters_per_epoch=1, eval_every=100,
+                        time_limit_min=1e-6), progress=False)
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 1 and "bbox_AP" in lines[0]
+    assert load_checkpoint(out / "last.pt")["training_state"]["epoch"] == 0
+
+
 def test_mask_model_on_box_only_data_is_refused(tmp_path):
     with pytest.raises(Exception, match="has no instance masks"):
         Trainer(small_cfg(shared("BCCD"), tmp_path / "r"), progress=False)

@@ -41,6 +41,8 @@ def add_parser(sub) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2, help="hold-out for datasets without splits")
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--max-iters-per-epoch", type=int, default=None, help="cap iterations (smoke runs)")
+    p.add_argument("--time-limit-min", type=float, default=None,
+                   help="stop after the epoch in which this many minutes have passed (that epoch is evaluated)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights, weights_backbone=args.weights_backbone,
         trainable_backbone_layers=args.trainable_backbone_layers, min_size=args.min_size, max_size=args.max_size,
         augment=not args.no_augment, eval_every=args.eval_every, max_iters_per_epoch=args.max_iters_per_epoch,
+        time_limit_min=args.time_limit_min,
         device=args.device,
     )
     return _finish(Trainer(cfg, progress=not args.quiet))

@@ -42,6 +42,7 @@ class TrainConfig:
     augment: bool = True
     eval_every: int = 1
     max_iters_per_epoch: int | None = None  # for smoke runs and benchmarks
+    time_limit_min: float | None = None  # stop after the epoch in which this budget runs out (evaluated)
     device: str = "auto"
     model_kwargs: dict = field(default_factory=dict)
 

@@ -214,12 +214,15 @@ class Trainer:
                                                                "model": self.model_config.to_dict()}, indent=2))
             self._trim_metrics(self.state.epoch)
         gt = None
+        started = time.perf_counter()
         for epoch in range(self.state.epoch, cfg.epochs):
             if hasattr(self.sampler, "set_epoch"):
                 self.sampler.set_epoch(epoch)
             train_stats = self.train_one_epoch(epoch)
             metrics = {"epoch": epoch + 1, **train_stats}
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            out_of_time = bool(cfg.time_limit_min) and (time.perf_counter() - started) / 60 >= cfg.time_limit_min
+            out_of_time = bool(dist_utils.all_gather(out_of_time, info)[0])  # rank 0's clock decides for all ranks
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or out_of_time:
                 if len(self.val_set) and gt is None and info.is_main:
                     masks = self.val_set.has_masks and get_spec(self.model_config.arch).masks
                     gt = dataset_to_coco(self.val_set, with_masks=masks)
@@ -235,6 +238,8 @@ class Trainer:
             if info.is_main:
                 self._end_epoch(epoch, metrics, rngs)
             dist_utils.barrier(info)
+            if out_of_time:
+                break
         dist_utils.cleanup(info)
         return self.out
 
