@@ -3,8 +3,10 @@
 Detections are paired by label and box IoU with the Hungarian algorithm, never index by index: two detections
 with near-equal scores legitimately swap order between runtimes. A detection left unmatched fails the check
 unless it sits at a cut-off, i.e. its score is within ``score_tol`` of the lowest score the other runtime kept
-when that runtime hit its detection cap, or of the score threshold: such a detection exists in one runtime and
-not the other for a rounding-level difference, which is not a broken export.
+when that runtime hit its detection cap, or of the score threshold, or it belongs to a tie group (another
+detection of its label has the same score within ``score_tol``, and the other runtime has that score too): NMS
+and top-k keep an arbitrary member of a tie group, so each runtime may keep a different one. None of these is a
+broken export; a real break moves scores beyond the tolerance and is still caught.
 """
 
 from __future__ import annotations
@@ -80,6 +82,20 @@ def match(ref: Detections, cand: Detections, min_iou: float) -> list[tuple[int, 
     return pairs
 
 
+def _tied(dets: Detections, i: int, tol: float) -> bool:
+    """Another detection of the same label has the same score (within ``tol``): their order is arbitrary."""
+    same = (dets.labels == dets.labels[i]) & (np.abs(dets.scores - dets.scores[i]) <= tol)
+    return int(same.sum()) > 1
+
+
+def _has_tie_partner(dets: Detections, i: int, other: Detections, tol: float) -> bool:
+    """An unmatched detection whose score is tied within its own set and present in the other runtime's set:
+    the other runtime kept a different member of the same tie group."""
+    if not _tied(dets, i, tol):
+        return False
+    return bool(((other.labels == dets.labels[i]) & (np.abs(other.scores - dets.scores[i]) <= tol)).any())
+
+
 def _pair_agrees(ref: Detections, cand: Detections, r: int, c: int, tol: Tolerances) -> bool:
     return (float(np.abs(ref.boxes[r] - cand.boxes[c]).max()) <= tol.box_px
             and abs(float(ref.scores[r]) - float(cand.scores[c])) <= tol.score)
@@ -94,19 +110,24 @@ def _at_cutoff(score: float, other: Detections, cap: int | None, threshold: floa
 def compare(probe: str, ref: Detections, cand: Detections, tol: Tolerances, cap: int | None = None,
             score_threshold: float = 0.0) -> ImageParity:
     pairs = match(ref, cand, tol.match_iou)
-    # A pair that disagrees where both members sit at a cut-off is two different cut-off detections that happen to
-    # overlap (each runtime kept a different one of several near-tied candidates), not one detection that moved.
+    # A pair that disagrees is two different detections that happen to overlap, not one detection that moved, when
+    # both sit at a cut-off, or when their scores agree and are tied with another detection of the label: NMS and
+    # top-k keep an arbitrary one of equally scored overlapping candidates, so runtimes may keep different ones.
     pairs = [(r, c) for r, c in pairs
              if _pair_agrees(ref, cand, r, c, tol)
-             or not (_at_cutoff(float(ref.scores[r]), cand, cap, score_threshold, tol.score)
-                     and _at_cutoff(float(cand.scores[c]), ref, cap, score_threshold, tol.score))]
+             or not ((_at_cutoff(float(ref.scores[r]), cand, cap, score_threshold, tol.score)
+                      and _at_cutoff(float(cand.scores[c]), ref, cap, score_threshold, tol.score))
+                     or (abs(float(ref.scores[r]) - float(cand.scores[c])) <= tol.score
+                         and (_tied(ref, r, tol.score) or _tied(cand, c, tol.score))))]
     r_done, c_done = {r for r, _ in pairs}, {c for _, c in pairs}
     unmatched = boundary = 0
     for i in set(range(len(ref))) - r_done:
-        ok = _at_cutoff(float(ref.scores[i]), cand, cap, score_threshold, tol.score)
+        ok = (_at_cutoff(float(ref.scores[i]), cand, cap, score_threshold, tol.score)
+              or _has_tie_partner(ref, i, cand, tol.score))
         boundary, unmatched = boundary + ok, unmatched + (not ok)
     for j in set(range(len(cand))) - c_done:
-        ok = _at_cutoff(float(cand.scores[j]), ref, cap, score_threshold, tol.score)
+        ok = (_at_cutoff(float(cand.scores[j]), ref, cap, score_threshold, tol.score)
+              or _has_tie_partner(cand, j, ref, tol.score))
         boundary, unmatched = boundary + ok, unmatched + (not ok)
     size = ref.extras.get("size", (0, 0))
     rep = ImageParity(probe, size, len(ref), len(cand), len(pairs), unmatched, boundary)
