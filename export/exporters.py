@@ -9,7 +9,6 @@ width and detection count. The exporter used is recorded in the file's metadata 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -105,8 +104,3 @@ def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str
                 "files": {k: p.name for k, p in paths.items()}, "export_seconds": timings}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return paths
-
-
-def copy_into(src: Path, dst_dir: Path) -> Path:
-    dst_dir.mkdir(parents=True, exist_ok=True)
-    return Path(shutil.copy2(src, dst_dir / src.name))
