@@ -8,7 +8,7 @@ from torch import nn
 from torchvision.models import detection as tvd
 from torchvision.ops import FrozenBatchNorm2d
 
-from detdemo import build_model, list_models
+from detdemo import build_model, list_models, save_checkpoint
 from detdemo.errors import DetDemoError, WeightsUnavailableError
 from detdemo.models import get_spec, rebuild
 from detdemo.models.weights import cache_path
@@ -203,3 +203,18 @@ def test_light_model_is_small():
     n = sum(p.numel() for p in model.parameters())
     assert n < 3_000_000, n
     assert isinstance(model.backbone, nn.Sequential)
+
+
+def test_light_models_take_their_own_head_width_options(tmp_path):
+    from detdemo.checkpoint import load_model
+
+    small, cfg = build_model("maskrcnn_light", 4, representation_size=128, mask_channels=64)
+    full, _ = build_model("maskrcnn_light", 4)
+    assert sum(p.numel() for p in small.parameters()) < 0.7 * sum(p.numel() for p in full.parameters())
+    assert cfg.kwargs == {"representation_size": 128, "mask_channels": 64}
+    path = save_checkpoint(tmp_path / "small.pt", small, cfg)
+    again, _ = load_model(path)  # the options travel in the checkpoint, so the module tree is rebuilt as saved
+    assert again.roi_heads.box_head.fc7.out_features == 128
+    assert again.roi_heads.mask_predictor.conv5_mask.in_channels == 64
+    with pytest.raises(DetDemoError, match="representation_size"):  # not an option of the torchvision builders
+        build_model("maskrcnn_resnet50_fpn", 4, representation_size=128)

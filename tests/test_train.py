@@ -163,8 +163,11 @@ def test_eval_equals_pycocotools(source, shapes_dir):
 def test_cli_train_eval_predict_end_to_end(shapes_dir, tmp_path, capsys):
     run = tmp_path / "run"
     rc = main(["train", "--data", str(shapes_dir), "--model", "fasterrcnn_light", "--epochs", "1", "--workers", "0",
-               "--min-size", "96", "--max-size", "128", "--max-iters-per-epoch", "2", "--quiet", "--out", str(run)])
+               "--min-size", "96", "--max-size", "128", "--max-iters-per-epoch", "2", "--quiet", "--out", str(run),
+               "--model-arg", "representation_size=64", "--model-arg", "box_score_thresh=0.01"])
     assert rc == 0 and "done:" in capsys.readouterr().out
+    kwargs = load_checkpoint(run / "best.pt")["model_config"]["kwargs"]
+    assert kwargs["representation_size"] == 64 and kwargs["box_score_thresh"] == 0.01
     rc = main(["eval", "--checkpoint", str(run), "--data", str(shapes_dir), "--out", str(tmp_path / "e.json")])
     text = capsys.readouterr().out
     assert rc == 0

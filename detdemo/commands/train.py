@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--trainable-backbone-layers", type=int, default=None)
     p.add_argument("--min-size", type=int, default=None)
     p.add_argument("--max-size", type=int, default=None)
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra model option, repeatable: thresholds (box_score_thresh=0.3), detections per image, "
+                        "or an architecture's own (maskrcnn_light: representation_size, mask_channels)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="hold-out for datasets without splits")
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--max-iters-per-epoch", type=int, default=None, help="cap iterations (smoke runs)")
@@ -71,10 +74,26 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights, weights_backbone=args.weights_backbone,
         trainable_backbone_layers=args.trainable_backbone_layers, min_size=args.min_size, max_size=args.max_size,
         augment=not args.no_augment, eval_every=args.eval_every, max_iters_per_epoch=args.max_iters_per_epoch,
-        time_limit_min=args.time_limit_min,
+        time_limit_min=args.time_limit_min, model_kwargs=parse_model_args(args.model_arg),
         device=args.device,
     )
     return _finish(Trainer(cfg, progress=not args.quiet))
+
+
+def parse_model_args(items: list[str]) -> dict:
+    """``KEY=VALUE`` pairs; values read as JSON when they parse (numbers, lists), else kept as text."""
+    from detdemo.errors import DetDemoError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise DetDemoError(f"--model-arg expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def _finish(trainer) -> int:

@@ -52,9 +52,10 @@ class ModelConfig:
 
 
 def _kwargs_for(spec: ModelSpec, min_size, max_size, extra: dict) -> dict:
-    unknown = sorted(set(extra) - set(TUNABLE_KWARGS))
+    allowed = TUNABLE_KWARGS + spec.options
+    unknown = sorted(set(extra) - set(allowed))
     if unknown:
-        raise DetDemoError(f"{spec.name}: unsupported model option(s) {unknown}; allowed: {TUNABLE_KWARGS}")
+        raise DetDemoError(f"{spec.name}: unsupported model option(s) {unknown}; allowed: {', '.join(allowed)}")
     kwargs = dict(extra)
     if min_size is not None:
         kwargs["min_size"] = min_size

@@ -66,7 +66,10 @@ def maskrcnn_mobilenet_v2(*, weights=None, weights_backbone=None, num_classes: i
                     mask_roi_pool=mask_pool, **kwargs)
 
 
-def _light_parts(weights_backbone, trainable_backbone_layers, kwargs: dict):
+LIGHT_OPTIONS = ("representation_size", "mask_channels")
+
+
+def _light_parts(weights_backbone, trainable_backbone_layers, kwargs: dict, representation_size: int):
     backbone = _mobilenet_features(weights_backbone, trainable_backbone_layers, stop=LIGHT_STAGE_END)
     backbone.out_channels = 96
     kwargs.setdefault("min_size", 320)
@@ -77,27 +80,35 @@ def _light_parts(weights_backbone, trainable_backbone_layers, kwargs: dict):
         kwargs.setdefault(key, value)
     anchors = AnchorGenerator(sizes=((16, 32, 64, 128, 256),), aspect_ratios=((0.5, 1.0, 2.0),))
     roi_pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2)
-    box_head = TwoMLPHead(96 * 7 * 7, 256)
+    box_head = TwoMLPHead(96 * 7 * 7, representation_size)
     return backbone, anchors, roi_pool, box_head
 
 
 def fasterrcnn_light(*, weights=None, weights_backbone=None, num_classes: int = 91,
-                     trainable_backbone_layers: int | None = None, **kwargs) -> FasterRCNN:
+                     trainable_backbone_layers: int | None = None, representation_size: int = 256,
+                     **kwargs) -> FasterRCNN:
+    """``representation_size``: width of the two-layer box head (its first layer holds most parameters)."""
     _check_no_coco(weights)
-    backbone, anchors, roi_pool, box_head = _light_parts(weights_backbone, trainable_backbone_layers, kwargs)
+    backbone, anchors, roi_pool, box_head = _light_parts(weights_backbone, trainable_backbone_layers, kwargs,
+                                                         representation_size)
     return FasterRCNN(backbone, num_classes=None, rpn_anchor_generator=anchors, box_roi_pool=roi_pool,
-                      box_head=box_head, box_predictor=FastRCNNPredictor(256, num_classes), **kwargs)
+                      box_head=box_head, box_predictor=FastRCNNPredictor(representation_size, num_classes),
+                      **kwargs)
 
 
 def maskrcnn_light(*, weights=None, weights_backbone=None, num_classes: int = 91,
-                   trainable_backbone_layers: int | None = None, **kwargs) -> MaskRCNN:
+                   trainable_backbone_layers: int | None = None, representation_size: int = 256,
+                   mask_channels: int = 128, **kwargs) -> MaskRCNN:
+    """``representation_size`` and ``mask_channels`` trade accuracy for file size (the app's bundled model)."""
     _check_no_coco(weights)
-    backbone, anchors, roi_pool, box_head = _light_parts(weights_backbone, trainable_backbone_layers, kwargs)
+    backbone, anchors, roi_pool, box_head = _light_parts(weights_backbone, trainable_backbone_layers, kwargs,
+                                                         representation_size)
     mask_pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=14, sampling_ratio=2)
-    mask_head = MaskRCNNHeads(96, (128, 128, 128), dilation=1)
+    mask_head = MaskRCNNHeads(96, (mask_channels,) * 3, dilation=1)
     return MaskRCNN(backbone, num_classes=None, rpn_anchor_generator=anchors, box_roi_pool=roi_pool,
-                    box_head=box_head, box_predictor=FastRCNNPredictor(256, num_classes), mask_roi_pool=mask_pool,
-                    mask_head=mask_head, mask_predictor=MaskRCNNPredictor(128, 128, num_classes), **kwargs)
+                    box_head=box_head, box_predictor=FastRCNNPredictor(representation_size, num_classes),
+                    mask_roi_pool=mask_pool, mask_head=mask_head,
+                    mask_predictor=MaskRCNNPredictor(mask_channels, mask_channels, num_classes), **kwargs)
 
 
 V2 = MobileNet_V2_Weights
@@ -106,6 +117,7 @@ register(ModelSpec("fasterrcnn_mobilenet_v2", "faster_rcnn", fasterrcnn_mobilene
 register(ModelSpec("maskrcnn_mobilenet_v2", "mask_rcnn", maskrcnn_mobilenet_v2, None, V2,
                    "Tutorial recipe with a mask branch"))
 register(ModelSpec("fasterrcnn_light", "faster_rcnn", fasterrcnn_light, None, V2,
-                   "Light MobileNetV2 (stride 16) Faster R-CNN, trains from scratch on a CPU"))
+                   "Light MobileNetV2 (stride 16) Faster R-CNN, trains from scratch on a CPU",
+                   options=("representation_size",)))
 register(ModelSpec("maskrcnn_light", "mask_rcnn", maskrcnn_light, None, V2,
-                   "Light MobileNetV2 (stride 16) Mask R-CNN, trains from scratch on a CPU"))
+                   "Light MobileNetV2 (stride 16) Mask R-CNN, trains from scratch on a CPU", options=LIGHT_OPTIONS))

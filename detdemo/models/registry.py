@@ -25,6 +25,7 @@ class ModelSpec:
     backbone_weights: type[WeightsEnum] | None
     summary: str
     fixed_size: bool = False  # SSD models resize to a fixed square; min_size/max_size do not apply
+    options: tuple[str, ...] = ()  # builder keyword arguments particular to this architecture (head widths)
 
     @property
     def masks(self) -> bool:
