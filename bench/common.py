@@ -21,6 +21,31 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def reset_peak_rss() -> bool:
+    """Forget the peak so far (Linux: clear_refs 5 resets VmHWM), so a later peak excludes library loading."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def current_rss_mb() -> float:
+    return _status_mb("VmRSS")
+
+
+def high_water_rss_mb() -> float:
+    """Peak RSS since the last ``reset_peak_rss`` (VmHWM)."""
+    return _status_mb("VmHWM")
+
+
 def machine() -> dict:
     return {"python": sys.version.split()[0], "torch": str(torch.__version__), "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(), "cuda": torch.cuda.is_available(),

@@ -100,7 +100,10 @@ def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str
         else:
             paths[fmt] = export_onnx(model, cfg, out / ONNX_FILE)
         timings[fmt] = round(time.perf_counter() - t0, 2)
+    metrics = data.get("metrics") or {}
+    kept = ("epoch", "bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75")
     manifest = {"source": str(checkpoint), "arch": cfg.arch, "class_names": cfg.class_names,
-                "files": {k: p.name for k, p in paths.items()}, "export_seconds": timings}
+                "files": {k: p.name for k, p in paths.items()}, "export_seconds": timings,
+                "metrics": {k: metrics[k] for k in kept if k in metrics}}  # the source's val figures, if any
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return paths

@@ -6,8 +6,11 @@ with numpy arrays, so callers (the parity checker, the app, benchmarks) never ca
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,11 +90,46 @@ class EagerPredictor:
         self.device = torch.device(device)
         self.class_names = self.config.class_names
         self.path = Path(checkpoint)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_module(cls, model: torch.nn.Module, class_names: list[str], path: str | Path = "",
+                    device: str = "cpu") -> EagerPredictor:
+        """Wrap a model built elsewhere (torchvision's COCO models in the app) in the same interface."""
+        self = cls.__new__(cls)
+        self.model, self.config = model.eval().to(device), None
+        self.device, self.class_names, self.path = torch.device(device), list(class_names), Path(path)
+        self._lock = threading.Lock()
+        return self
+
+    @contextlib.contextmanager
+    def _score_floor(self, score_threshold: float | None):
+        """Raise the R-CNN heads' score threshold for one call. Boxes under it can neither survive nor suppress a
+        higher-scoring box in NMS, so the detections above it are unchanged; their masks are just not pasted."""
+        heads = getattr(self.model, "roi_heads", None)
+        if score_threshold is None or heads is None or score_threshold <= heads.score_thresh:
+            yield
+            return
+        old = heads.score_thresh
+        heads.score_thresh = float(np.nextafter(np.float32(score_threshold), np.float32(0)))  # torchvision keeps >
+        try:
+            yield
+        finally:
+            heads.score_thresh = old
 
     @torch.inference_mode()
-    def predict(self, image) -> Detections:
-        out = self.model([to_chw_float(image).to(self.device)])[0]
-        return _from_outputs(out, self.class_names)
+    def predict(self, image, timings: dict[str, float] | None = None,
+                score_threshold: float | None = None) -> Detections:
+        """``timings``, when given, receives seconds per stage (eager: one ``model`` stage, transform included).
+        ``score_threshold`` drops weaker detections before their masks are pasted (the slow part on a CPU)."""
+        x = to_chw_float(image).to(self.device)
+        start = time.perf_counter()
+        with self._lock, self._score_floor(score_threshold):  # the threshold is model state: one call at a time
+            out = self.model([x])[0]
+        if timings is not None:
+            timings["model"] = time.perf_counter() - start
+        det = _from_outputs(out, self.class_names)
+        return det if score_threshold is None else det.filter(score_threshold)
 
 
 class _HostPipeline:
@@ -109,14 +147,26 @@ class _HostPipeline:
     def _run_graph(self, x: torch.Tensor) -> dict:
         raise NotImplementedError
 
-    def predict(self, image) -> Detections:
+    def predict(self, image, timings: dict[str, float] | None = None,
+                score_threshold: float | None = None) -> Detections:
+        """``timings``, when given, receives seconds for ``preprocess``, ``model`` and ``postprocess``.
+        ``score_threshold`` drops weaker detections before their masks are pasted (the slow part on a CPU)."""
         from export.pipeline import postprocess, preprocess
 
         x = to_chw_float(image)
         original = (int(x.shape[-2]), int(x.shape[-1]))
+        t0 = time.perf_counter()
         resized_image, resized = preprocess(self.transform, x)
+        t1 = time.perf_counter()
         raw = {k: torch.as_tensor(v) for k, v in self._run_graph(resized_image).items()}
-        return _from_outputs(postprocess(self.transform, raw, resized, original), self.class_names)
+        if score_threshold is not None:
+            keep = raw["scores"] >= score_threshold
+            raw = {k: v[keep] for k, v in raw.items()}
+        t2 = time.perf_counter()
+        out = postprocess(self.transform, raw, resized, original)
+        if timings is not None:
+            timings.update(preprocess=t1 - t0, model=t2 - t1, postprocess=time.perf_counter() - t2)
+        return _from_outputs(out, self.class_names)
 
 
 class TorchScriptPredictor(_HostPipeline):

@@ -201,3 +201,55 @@ def test_export_cli_errors(tmp_path, capsys):
     assert rc == 2 and "checkpoint file not found" in capsys.readouterr().err
     rc = main(["check-export", str(tmp_path)])
     assert rc == 2 and "not an export folder" in capsys.readouterr().err
+
+
+def test_shuffled_mask_predictor_computes_the_same_masks():
+    from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+
+    from export.wrappers import ShuffledMaskPredictor, fast_mask_predictor
+
+    torch.manual_seed(0)
+    original = MaskRCNNPredictor(16, 12, 5)
+    rewritten = ShuffledMaskPredictor(original)
+    x = torch.randn(7, 16, 14, 14)
+    with torch.no_grad():
+        assert torch.allclose(original(x), rewritten(x), atol=1e-5)
+    model, _ = build_model("maskrcnn_light", 4)
+    assert fast_mask_predictor(model) and isinstance(model.roi_heads.mask_predictor, ShuffledMaskPredictor)
+    assert not fast_mask_predictor(build_model("fasterrcnn_light", 4)[0])  # no mask head: left alone
+
+
+def _dets(boxes, scores, masks):
+    from export.runtime import Detections
+
+    return Detections(np.array(boxes, np.float32), np.ones(len(boxes), np.int64), np.array(scores, np.float32),
+                      ["a"], np.array(masks, np.float32))
+
+
+def test_mask_iou_is_judged_on_boxes_wide_enough_to_paste_into():
+    from export.parity import Tolerances, compare
+
+    mask = np.zeros((2, 20, 20), np.float32)
+    mask[0, 2:18, 2:18] = 0.9  # a 16x16 box
+    mask[1, 5:15, 9:10] = 0.9  # a box 0.8 px wide: torchvision pastes it into one or two columns
+    ref = _dets([[2, 2, 18, 18], [9, 5, 9.8, 15]], [0.9, 0.8], mask)
+    moved = mask.copy()
+    moved[1, 5:15, 10:11] = 0.9  # the thin mask lands one column over
+    report = compare("p", ref, _dets(ref.boxes, ref.scores, moved), Tolerances())
+    assert report.passed and report.masks_not_compared == 1 and report.mask_iou_min == 1.0
+    broken = mask.copy()
+    broken[0, 2:18, 2:6] = 0.0  # the wide mask loses a quarter: a real difference
+    report = compare("p", ref, _dets(ref.boxes, ref.scores, broken), Tolerances())
+    assert not report.passed and report.mask_iou_min == pytest.approx(0.75)
+
+
+def test_score_threshold_before_pasting_gives_the_same_detections(light_export, shapes_dir):
+    image = Image.open(sorted((shapes_dir / "val").iterdir())[0]).convert("RGB")
+    for predictor in (EagerPredictor(light_export / "model.pt"), OnnxPredictor(light_export / "model.onnx")):
+        everything = predictor.predict(image)
+        assert len(everything) >= 2, predictor.backend
+        threshold = float(np.median(everything.scores))  # some detections on each side of it
+        full, early = everything.filter(threshold), predictor.predict(image, score_threshold=threshold)
+        assert 0 < len(early) == len(full) < len(everything), predictor.backend
+        assert np.allclose(full.boxes, early.boxes, atol=1e-4) and np.allclose(full.scores, early.scores, atol=1e-6)
+        assert np.abs(full.masks - early.masks).max() < 1e-4

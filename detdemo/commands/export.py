@@ -90,7 +90,9 @@ def run_check(args: argparse.Namespace) -> int:
         o = b["overall"]
         print(f"{backend:12s} {'PASS' if b['passed'] else 'FAIL'}  detections {o['detections']}, unmatched "
               f"{o['unmatched']}, at cut-off {o['boundary']}, max box diff {o['max_box_diff_px']:.3g} px, max score "
-              f"diff {o['max_score_diff']:.3g}, min mask IoU {o['mask_iou_min']}")
+              f"diff {o['max_score_diff']:.3g}, min mask IoU {o['mask_iou_min']}"
+              + (f" ({o['masks_not_compared']} masks of boxes < {tol.mask_min_box_px} px not compared)"
+                 if o["masks_not_compared"] else ""))
         for r in b["images"]:
             if not r["passed"]:
                 print(f"  {r['probe']}: {'; '.join(r['reasons'])}")
