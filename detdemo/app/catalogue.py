@@ -1,0 +1,195 @@
+"""The models the app offers and the predictors behind them, loaded once and shared by every request.
+
+Three kinds of entry: a model on disk (the bundled default, or whatever ``--model`` names: an export folder, a
+training run folder, a checkpoint, a TorchScript or an ONNX file), and torchvision's COCO-pretrained Mask R-CNN,
+which comes from the torch cache or a download. A backend whose file is missing is reported as unavailable with
+the reason instead of being offered and failing later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from detdemo.errors import DetDemoError
+
+BACKEND_LABELS = {"pytorch": "PyTorch", "torchscript": "TorchScript", "onnxruntime": "ONNX Runtime"}
+EXPORT_FILES = {"pytorch": ("model.pt", "best.pt", "last.pt"), "torchscript": ("model.torchscript.pt",),
+                "onnxruntime": ("model.onnx",)}
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "shapes"
+BUNDLED_MODEL_NAME = "shapes (bundled maskrcnn_light)"
+COCO_MODEL_NAME = "COCO Mask R-CNN R50-FPN (torchvision)"
+DOWNLOAD_TIMEOUT_S = 20.0
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    files: dict[str, Path] = field(default_factory=dict)  # backend -> file
+    missing: dict[str, str] = field(default_factory=dict)  # backend -> why it cannot be offered
+    description: str = ""
+    loader: Callable[[], object] | None = None  # for entries not backed by files (torchvision's COCO model)
+
+    @property
+    def backends(self) -> list[str]:
+        return list(self.files) + (["pytorch"] if self.loader and "pytorch" not in self.files else [])
+
+
+def _file_kind(path: Path) -> str:
+    """Which runtime reads this file: a detdemo checkpoint, a TorchScript archive, or an ONNX model."""
+    from detdemo.checkpoint import is_checkpoint
+
+    if path.suffix == ".onnx":
+        return "onnxruntime"
+    if is_checkpoint(path):
+        return "pytorch"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist()):
+                return "torchscript"
+    raise DetDemoError(f"{path}: neither a detdemo checkpoint, a TorchScript file nor an .onnx model")
+
+
+def _describe(folder: Path) -> str:
+    """One line for the page: architecture, classes, and the recorded val AP when the checkpoint has one."""
+    manifest = folder / "export.json"
+    info = {}
+    if manifest.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            info = json.loads(manifest.read_text())
+    metrics = info.get("metrics") or {}
+    parts = []
+    if info.get("arch"):
+        parts.append(f"`{info['arch']}`")
+    if info.get("class_names"):
+        parts.append("classes: " + ", ".join(info["class_names"]))
+    if metrics.get("bbox_AP") is not None:
+        masks = f", mask AP {metrics['segm_AP']:.3f}" if metrics.get("segm_AP") is not None else ""
+        parts.append(f"val bbox AP {metrics['bbox_AP']:.3f}{masks}")
+    return "; ".join(parts)
+
+
+def entry_from_path(path: str | Path, name: str | None = None) -> ModelEntry:
+    """An export folder, a run folder (best.pt), or one model file."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DetDemoError(f"{path}: model path not found")
+    files: dict[str, Path] = {}
+    if path.is_dir():
+        for backend, names in EXPORT_FILES.items():
+            found = next((path / n for n in names if (path / n).is_file()), None)
+            if found is not None:
+                files[backend] = found
+        if not files:
+            raise DetDemoError(f"{path}: no model files in this folder (expected model.pt, model.torchscript.pt "
+                               "or model.onnx from `detdemo export`, or best.pt from `detdemo train`)")
+        folder = path
+    else:
+        files[_file_kind(path)] = path
+        folder = path.parent
+    missing = {b: f"no {' or '.join(EXPORT_FILES[b])} in {folder}" for b in BACKEND_LABELS if b not in files}
+    return ModelEntry(name or path.name, files, missing, _describe(folder))
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """torch.hub downloads with urllib and no timeout; a firewalled machine would otherwise hang the request."""
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def coco_entry() -> ModelEntry:
+    """torchvision's COCO Mask R-CNN: from ``$TORCH_HOME`` when cached, else downloaded on first use."""
+    from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
+
+    from detdemo.models.weights import cache_path
+
+    weights = MaskRCNN_ResNet50_FPN_Weights.DEFAULT
+    target = cache_path(weights)
+
+    def load():
+        from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+        from detdemo.models.weights import weights_from
+        from export.runtime import EagerPredictor
+
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S), weights_from(weights, None):
+            model = maskrcnn_resnet50_fpn(weights=weights, progress=False)
+        return EagerPredictor.from_module(model, weights.meta["categories"][1:], target)
+
+    state = "in the torch cache" if target.is_file() else "not downloaded yet: downloads on first use (~170 MB)"
+    reason = "torchvision's COCO model is offered in PyTorch only (export your own fine-tuned model for the others)"
+    return ModelEntry(COCO_MODEL_NAME, {}, {"torchscript": reason, "onnxruntime": reason},
+                      f"80 COCO classes; weights {state} ({target})", loader=load)
+
+
+class Catalogue:
+    """Model entries by name, and one predictor per (model, backend), loaded on first use under a lock."""
+
+    def __init__(self, entries: list[ModelEntry]) -> None:
+        if not entries:
+            raise DetDemoError("no models to serve")
+        self.entries = {e.name: e for e in entries}
+        self._predictors: dict[tuple[str, str], object] = {}
+        self._failures: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    def entry(self, name: str) -> ModelEntry:
+        if name not in self.entries:
+            raise DetDemoError(f"unknown model {name!r}; available: {', '.join(self.entries)}")
+        return self.entries[name]
+
+    def predictor(self, name: str, backend: str):
+        entry = self.entry(name)
+        if backend not in BACKEND_LABELS:
+            raise DetDemoError(f"unknown backend {backend!r}; choose from {', '.join(BACKEND_LABELS)}")
+        if backend not in entry.backends:
+            raise DetDemoError(f"{BACKEND_LABELS[backend]} is not available for {name}: "
+                               f"{entry.missing.get(backend, 'no file')}")
+        key = (name, backend)
+        with self._lock:
+            if key in self._predictors:
+                return self._predictors[key]
+            if key in self._failures:  # a failed download is not retried on every click
+                raise DetDemoError(self._failures[key])
+            try:
+                if backend in entry.files:
+                    from export.runtime import load_predictor
+
+                    predictor = load_predictor(entry.files[backend], backend)
+                else:
+                    predictor = entry.loader()
+            except DetDemoError as exc:
+                message = f"{name} ({BACKEND_LABELS[backend]}) is unavailable: {exc}"
+                if entry.loader is not None:
+                    self._failures[key] = message
+                raise DetDemoError(message) from None
+            self._predictors[key] = predictor
+            return predictor
+
+
+def default_catalogue(model_path: str | Path | None = None, include_coco: bool = True,
+                      bundled: Path = BUNDLED_MODEL_DIR) -> Catalogue:
+    """``model_path`` (if given) first, then the bundled model, then torchvision's COCO model."""
+    entries = []
+    if model_path is not None:
+        entries.append(entry_from_path(model_path))
+    if bundled.is_dir() and (model_path is None or Path(model_path).resolve() != bundled.resolve()):
+        entries.append(entry_from_path(bundled, BUNDLED_MODEL_NAME))
+    if include_coco:
+        entries.append(coco_entry())
+    return Catalogue(entries)
