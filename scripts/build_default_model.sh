@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Rebuild the app's bundled default model (models/shapes/) with detdemo's own pipeline, from nothing:
+#   synthetic shapes data -> detdemo train (from scratch) -> detdemo export -> detdemo check-export -> copy.
+#
+#   bash scripts/build_default_model.sh            # about an hour on 2 CPU cores; minutes on a GPU
+#
+# The training run (metrics.jsonl, curves.png, config.json) stays in $WORK for inspection.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+WORK=${WORK:-build/default_model}
+TIME_LIMIT_MIN=${TIME_LIMIT_MIN:-60}
+
+rm -rf "$WORK"
+"$PY" -m detdemo data shapes --out "$WORK/data" --train 1200 --val 100 --seed 0
+"$PY" -m detdemo train --data "$WORK/data" --model maskrcnn_light --out "$WORK/run" \
+    --model-arg representation_size=128 --min-size 288 --max-size 416 \
+    --epochs 10 --batch-size 4 --optimizer adamw --lr 0.002 --weight-decay 0.0001 --schedule cosine \
+    --warmup-iters 100 --clip-grad 10 --workers 1 --seed 0 --time-limit-min "$TIME_LIMIT_MIN" --quiet
+"$PY" -m detdemo export --checkpoint "$WORK/run/best.pt" --format torchscript onnx --out "$WORK/export"
+"$PY" -m detdemo check-export "$WORK/export" --images "$WORK/data/val"
+mkdir -p models/shapes
+cp "$WORK/export/model.pt" "$WORK/export/model.torchscript.pt" "$WORK/export/model.onnx" \
+   "$WORK/export/export.json" "$WORK/export/parity.md" models/shapes/
+cp "$WORK/run/curves.png" models/shapes/training_curves.png
+echo "bundled model updated: $(du -ch models/shapes/* | tail -1)"
