@@ -2,8 +2,8 @@
 
     python -m bench.export_latency --models maskrcnn_resnet50_fpn maskrcnn_light --images 6 --repeats 2
 
-For each model: build it (random init for Mask R-CNN R50-FPN, as in the baseline; the light model as trained by
-the fine-tune benchmark if present), export it, run ``check-export`` on the same photos, then time eager,
+For each model: build it (random init for Mask R-CNN R50-FPN, as in the baseline; the light model is the app's
+bundled one, models/shapes), export it, run ``check-export`` on the same photos, then time eager,
 TorchScript and ONNX Runtime, each in its own process (so peak memory is per backend), alternating the order
 between rounds. Latency covers the whole ``predict`` call (host pre/post-processing included), median and p90
 after two warm-up calls, on real photos from ../shared/data/coco128/val2017.
@@ -56,7 +56,7 @@ def prepare(arch: str, work: Path) -> Path:
     out = work / arch
     if (out / "model.onnx").exists():
         return out
-    trained = RESULTS / "finetune_work" / "pretrain" / "best.pt"
+    trained = REPO / "models" / "shapes" / "model.pt"  # the app's bundled model
     if arch == "maskrcnn_light" and trained.exists():
         ckpt = trained
     else:

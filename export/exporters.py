@@ -12,14 +12,16 @@ import json
 import time
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import torch
+import torchvision.ops.poolers
 
 from detdemo.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from detdemo.errors import DetDemoError
 from detdemo.models import ModelConfig, get_spec
 from export.metadata import build_metadata, dumps
-from export.wrappers import OUTPUTS, OnnxDetector, ScriptableDetector, transform_spec
+from export.wrappers import OUTPUTS, OnnxDetector, ScriptableDetector, gather_merge_levels, transform_spec
 
 FORMATS = ("torchscript", "onnx")
 TORCHSCRIPT_FILE, ONNX_FILE, EAGER_FILE, MANIFEST = "model.torchscript.pt", "model.onnx", "model.pt", "export.json"
@@ -60,7 +62,8 @@ def export_onnx(model: torch.nn.Module, cfg: ModelConfig, path: Path, example_hw
     dynamic = {"image": {1: "height", 2: "width"}, **{n: {0: "detections"} for n in names}}
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), \
+                mock.patch.object(torchvision.ops.poolers, "_onnx_merge_levels", gather_merge_levels):
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapper, (example,), str(tmp), dynamo=False, opset_version=opset,
                               input_names=["image"], output_names=list(names), dynamic_axes=dynamic,
