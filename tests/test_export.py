@@ -177,7 +177,7 @@ def test_zero_detections_then_detections_in_one_session(shapes_dir, tmp_path):
 SSDLITE_TIES = pytest.mark.xfail(
     reason="briefly trained SSDlite gives many anchors exactly equal scores (uniform regions, blank probe); NMS keeps "
            "an arbitrary one and hides the rest, so ONNX Runtime and eager keep different boxes with identical "
-           "scores. Not distinguishable from a moved box using outputs alone; open in issue 4",
+           "scores. Not distinguishable from a moved box using outputs alone; a known limit, see docs/export.md",
     strict=False,
 )
 ARCH_PARAMS = [pytest.param(a, marks=SSDLITE_TIES) if a == "ssdlite320_mobilenet_v3_large" else a for a in ALL]
