@@ -45,8 +45,8 @@ def worker(backend: str, path: str, images: list[str], repeats: int) -> dict:
             det = pred.predict(img)
             times.append(time.perf_counter() - t)
             counts.append(len(det))
-    return {"times": times, "detections": counts, "peak_rss_mb": high_water_rss_mb(),
-            "model_rss_mb": high_water_rss_mb() - baseline}
+    peak = high_water_rss_mb()
+    return {"times": times, "detections": counts, "peak_rss_mb": peak, "model_rss_mb": peak - baseline}
 
 
 def prepare(arch: str, work: Path) -> Path:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -23,17 +22,13 @@ from detdemo.engine.config import TrainConfig
 from detdemo.engine.trainer import fit
 
 
-def run(name: str, data: Path, out: Path, epochs: int, weights: str | None, lr: float, size: int) -> dict:
+def run(data: Path, out: Path, epochs: int, weights: str | None, lr: float, size: int) -> None:
+    """Train one stage; ``report`` reads its figures back from metrics.jsonl (stages may run in other processes)."""
     cfg = TrainConfig(data=str(data), model="maskrcnn_light", out=str(out), epochs=epochs, batch_size=4, lr=lr,
                       min_size=size, max_size=size * 4 // 3,
                       weight_decay=1e-4, schedule="cosine", warmup_iters=30, weights=weights, workers=1, clip_grad=10.0,
                       eval_every=max(epochs // 3, 1), seed=0)
-    t0 = time.perf_counter()
     fit(cfg, progress=False)
-    minutes = (time.perf_counter() - t0) / 60
-    final = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    return {"run": name, "epochs": epochs, "minutes": round(minutes, 2), "bbox_AP": final["bbox_AP"],
-            "bbox_AP50": final["bbox_AP50"], "segm_AP": final["segm_AP"], "segm_AP50": final["segm_AP50"]}
 
 
 def report(work: Path, name: str, out: str) -> dict:
@@ -68,12 +63,12 @@ def main() -> None:
                         cfg=ShapesConfig(classes=("star", "hexagon", "cross"), **sides))
     stages = args.stages.split(",")
     if "pretrain" in stages:
-        run("pretrain (big shapes set)", big, work / "pretrain", args.pretrain_epochs, None, 0.02, args.size)
+        run(big, work / "pretrain", args.pretrain_epochs, None, 0.02, args.size)
     if "finetuned" in stages:
-        run("fine-tuned (heads replaced)", small, work / "finetuned", args.small_epochs,
+        run(small, work / "finetuned", args.small_epochs,
             str(work / "pretrain" / "best.pt"), 0.01, args.size)
     if "scratch" in stages:
-        run("from scratch", small, work / "scratch", args.small_epochs, None, 0.02, args.size)
+        run(small, work / "scratch", args.small_epochs, None, 0.02, args.size)
     if "report" not in stages:
         return
     pre, ft, sc = (report(work, n, o) for n, o in (("pretrain (big shapes set)", "pretrain"),

@@ -146,14 +146,13 @@ def compare(probe: str, ref: Detections, cand: Detections, tol: Tolerances, cap:
             sides = np.minimum(ref.boxes[ri, 2] - ref.boxes[ri, 0], ref.boxes[ri, 3] - ref.boxes[ri, 1])
             wide = sides >= tol.mask_min_box_px
             rep.masks_not_compared = int((~wide).sum())
-            ri, ci = ri[wide], ci[wide]
-        if ref.masks is not None and cand.masks is not None and len(ri):
-            a = ref.masks[ri] > tol.mask_threshold
-            b = cand.masks[ci] > tol.mask_threshold
-            inter = (a & b).reshape(len(ri), -1).sum(1)
-            union = (a | b).reshape(len(ri), -1).sum(1)
-            ious = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-            rep.mask_iou_min, rep.mask_iou_mean = float(ious.min()), float(ious.mean())
+            if wide.any():
+                a = ref.masks[ri[wide]] > tol.mask_threshold
+                b = cand.masks[ci[wide]] > tol.mask_threshold
+                inter = (a & b).reshape(len(a), -1).sum(1)
+                union = (a | b).reshape(len(a), -1).sum(1)
+                ious = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+                rep.mask_iou_min, rep.mask_iou_mean = float(ious.min()), float(ious.mean())
     if rep.unmatched:
         rep.reasons.append(f"{rep.unmatched} unmatched detection(s)")
     if rep.max_box_diff_px > tol.box_px:
