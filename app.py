@@ -3,8 +3,8 @@
     python app.py                                   # the bundled shapes model, http://127.0.0.1:7860
     python app.py --model runs/export --backend onnxruntime --port 8080
 
-Every option has an environment variable (DETDEMO_MODEL, DETDEMO_BACKEND, DETDEMO_CONCURRENCY, DETDEMO_NO_COCO;
-GRADIO_SERVER_NAME / GRADIO_SERVER_PORT for host and port), which is how a Space is configured.
+Every option has an environment variable (DETDEMO_MODEL, DETDEMO_BACKEND, DETDEMO_DEVICE, DETDEMO_CONCURRENCY,
+DETDEMO_NO_COCO; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT for host and port), which is how a Space is configured.
 """
 
 from __future__ import annotations
@@ -17,17 +17,20 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BUNDLED_MODEL = HERE / "models" / "shapes"
 EXAMPLES = HERE / "examples"
-BACKENDS = ("pytorch", "torchscript", "onnxruntime")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from export.formats import BACKENDS
+
     env = os.environ.get
     p = argparse.ArgumentParser(description="detdemo: detect and segment objects in the browser")
     p.add_argument("--model", default=env("DETDEMO_MODEL"),
                    help="export folder, training run folder, checkpoint, TorchScript .pt or .onnx file "
                         "(shown first; the bundled shapes model stays available)")
-    p.add_argument("--backend", choices=BACKENDS, default=env("DETDEMO_BACKEND"),
+    p.add_argument("--backend", choices=tuple(BACKENDS), default=env("DETDEMO_BACKEND"),
                    help="backend selected at start (default: the first the model has)")
+    p.add_argument("--device", default=env("DETDEMO_DEVICE", "auto"),
+                   help="auto, cpu, cuda or cuda:N: every backend runs there (auto: the GPU when there is one)")
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; 0.0.0.0 for a network)")
     p.add_argument("--port", type=int, default=None, help="port (default 7860, or the next free one)")
     p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
@@ -42,7 +45,8 @@ def make_demo(args: argparse.Namespace):
     from detdemo.app.catalogue import default_catalogue
     from detdemo.app.ui import build_demo
 
-    catalogue = default_catalogue(args.model, include_coco=not args.no_coco, bundled=BUNDLED_MODEL)
+    catalogue = default_catalogue(args.model, include_coco=not args.no_coco, bundled=BUNDLED_MODEL,
+                                  device=args.device)
     examples = sorted(str(p) for p in EXAMPLES.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     return build_demo(catalogue, examples, default_backend=args.backend, concurrency_limit=args.concurrency)
 

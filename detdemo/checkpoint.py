@@ -1,14 +1,15 @@
 """Self-describing checkpoints: one file holds the weights and everything needed to rebuild the model.
 
 A checkpoint is a ``torch.save`` of plain containers and tensors only, so ``torch.load(weights_only=True)``
-reads it without unpickling code. Writes go to a temporary file in the same folder, are fsynced, then renamed
-over the target: a crash or ``kill -9`` at any moment leaves either the old file or the new one, never half.
+reads it without unpickling code. Writes go through ``detdemo.fileio`` (temporary file, fsync, rename): a crash
+or ``kill -9`` at any moment leaves either the old file or the new one, never half.
+
+This module knows the file format only; ``detdemo.models.build`` turns a loaded checkpoint into a model.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,40 +18,27 @@ import torchvision
 from torch import nn
 
 from detdemo.errors import CheckpointError
-from detdemo.models.build import ModelConfig, rebuild
+from detdemo.fileio import write_torch
+from detdemo.version import __version__
 
 FORMAT = "detdemo-checkpoint"
 VERSION = 1
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+BEST, LAST = "best.pt", "last.pt"  # a training run folder's checkpoints
+RUN_CHECKPOINTS = (BEST, LAST)
 
 
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
-    config: ModelConfig,
+    config: Any,
     *,
     train_config: dict | None = None,
     metrics: dict | None = None,
     training_state: dict | None = None,
+    export_id: str | None = None,
 ) -> Path:
-    """``training_state`` (optimizer, scheduler, scaler, epoch, RNG) is what ``--resume`` needs; omit it to ship."""
-    from detdemo import __version__
-
+    """``config`` is the model's ``ModelConfig``; ``training_state`` (optimizer, scheduler, scaler, epoch, RNG) is
+    what ``--resume`` needs: omit it to ship."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     payload = {
         "format": FORMAT,
@@ -67,25 +55,29 @@ def save_checkpoint(
     }
     if training_state is not None:
         payload["training_state"] = training_state
-    return atomic_torch_save(payload, path)
+    if export_id is not None:  # the export folder this copy belongs to (export.exporters)
+        payload["export_id"] = export_id
+    return write_torch(path, payload)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """The validated checkpoint dictionary; CheckpointError naming the file for anything else."""
+def resolve_checkpoint_path(path: str | Path, names: tuple[str, ...] = RUN_CHECKPOINTS) -> Path:
+    """A checkpoint file, or the best checkpoint of a folder (``names`` in order of preference)."""
     path = Path(path)
     if path.is_dir():
-        for name in ("best.pt", "last.pt", "model.pt"):
+        for name in names:
             if (path / name).is_file():
-                path = path / name
-                break
-        else:
-            raise CheckpointError(f"{path}: folder holds no checkpoint (best.pt, last.pt or model.pt)")
+                return path / name
+        raise CheckpointError(f"{path}: folder holds no checkpoint ({' or '.join(names)})")
+    return path
+
+
+def _read(path: Path, map_location, mmap: bool) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: checkpoint file is empty (0 bytes)")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - torch raises many types; all mean "unreadable file" to a user
         text = str(exc)
         if "weights_only" in text or "Unsupported global" in text:
@@ -95,6 +87,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         else:
             reason = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
         raise CheckpointError(f"{path}: cannot read checkpoint: {reason}") from None
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
+    """The validated checkpoint dictionary; CheckpointError naming the file for anything else.
+
+    ``mmap=True`` maps the tensors instead of reading them: cheap when only the description is needed."""
+    path = resolve_checkpoint_path(path)
+    data = _read(path, map_location, mmap)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         hint = ""
         if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
@@ -110,29 +110,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a detdemo checkpoint, from its description alone (tensors are mapped, not read)."""
+    path = Path(path)
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
     try:
-        load_checkpoint(path)
+        load_checkpoint(path, mmap=True)
     except CheckpointError:
         return False
     return True
-
-
-def model_from_checkpoint(data: dict) -> tuple[nn.Module, ModelConfig]:
-    where = data.get("path", "checkpoint")
-    try:
-        cfg = ModelConfig.from_dict(data["model_config"])
-        model = rebuild(cfg)
-    except (TypeError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"{where}: its model description cannot be rebuilt ({exc})") from None
-    try:
-        model.load_state_dict(data["state_dict"])
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0:3]
-        raise CheckpointError(f"{where}: weights do not fit {cfg.arch} ({' '.join(first)})") from None
-    return model.eval(), cfg
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelConfig]:
-    """Rebuild the model a checkpoint describes, with its weights, in eval mode. No flags to repeat."""
-    model, cfg = model_from_checkpoint(load_checkpoint(path))
-    return model.to(device), cfg

@@ -1,9 +1,13 @@
-"""Export toolkit: TorchScript and ONNX export, three runtimes behind one predictor interface, parity checks."""
+"""Export toolkit: TorchScript and ONNX export, the runtimes that read exported files, and parity checks.
 
-from export.exporters import FORMATS, ExportError, export_checkpoint, export_onnx, export_torchscript
+Builds on detdemo's core (models, checkpoints, the prediction pipeline in ``detdemo.inference``); the core never
+imports this package.
+"""
+
+from export.exporters import ExportError, export_checkpoint, export_onnx, export_torchscript
+from export.formats import BACKENDS, FORMATS
 from export.parity import Tolerances, default_probes, run_parity
-from export.runtime import Detections, EagerPredictor, OnnxPredictor, TorchScriptPredictor, load_predictor
+from export.runtime import OnnxPredictor, TorchScriptPredictor, load_predictor
 
-__all__ = ["FORMATS", "ExportError", "export_checkpoint", "export_onnx", "export_torchscript", "Tolerances",
-           "default_probes", "run_parity", "Detections", "EagerPredictor", "OnnxPredictor", "TorchScriptPredictor",
-           "load_predictor"]
+__all__ = ["BACKENDS", "FORMATS", "ExportError", "export_checkpoint", "export_onnx", "export_torchscript",
+           "Tolerances", "default_probes", "run_parity", "OnnxPredictor", "TorchScriptPredictor", "load_predictor"]

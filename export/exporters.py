@@ -4,12 +4,16 @@ Why these exporters: scripting keeps control flow, so image size and detection c
 torch 2.14+'s default dynamo exporter fails on torchvision's detection models (data-dependent control flow in
 the RPN/ROI heads and NMS); the TorchScript-based exporter (``dynamo=False``) traces them with dynamic height,
 width and detection count. The exporter used is recorded in the file's metadata with the library versions.
+
+An export folder is a set of files that must agree. Every file carries one export id, the manifest is deleted
+before anything is written and written last, so a folder whose export was interrupted has no manifest (or files
+whose id differs from it) and ``export.runtime`` refuses it instead of serving a mixture.
 """
 
 from __future__ import annotations
 
-import json
 import time
+import uuid
 import warnings
 from pathlib import Path
 from unittest import mock
@@ -17,14 +21,15 @@ from unittest import mock
 import torch
 import torchvision.ops.poolers
 
-from detdemo.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from detdemo.checkpoint import load_checkpoint, save_checkpoint
 from detdemo.errors import DetDemoError
-from detdemo.models import ModelConfig, get_spec
+from detdemo.fileio import atomic_path, remove_stale_temps, write_json
+from detdemo.inference.pipeline import transform_spec
+from detdemo.models import ModelConfig, get_spec, model_from_checkpoint
+from export.formats import EAGER_FILE, FORMATS, MANIFEST
 from export.metadata import build_metadata, dumps
-from export.wrappers import OUTPUTS, OnnxDetector, ScriptableDetector, gather_merge_levels, transform_spec
+from export.wrappers import OnnxDetector, ScriptableDetector, gather_merge_levels
 
-FORMATS = ("torchscript", "onnx")
-TORCHSCRIPT_FILE, ONNX_FILE, EAGER_FILE, MANIFEST = "model.torchscript.pt", "model.onnx", "model.pt", "export.json"
 ONNX_OPSET = 17
 
 
@@ -32,7 +37,7 @@ class ExportError(DetDemoError):
     """An architecture could not be exported to a format."""
 
 
-def export_torchscript(model: torch.nn.Module, cfg: ModelConfig, path: Path) -> Path:
+def export_torchscript(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id: str = "") -> Path:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -40,52 +45,53 @@ def export_torchscript(model: torch.nn.Module, cfg: ModelConfig, path: Path) -> 
     except Exception as exc:  # noqa: BLE001 - torch.jit raises many types
         raise ExportError(f"{cfg.arch}: TorchScript export failed ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0]})") from None
-    meta = build_metadata(cfg, "torchscript", exporter="torch.jit.script", transform=transform_spec(model))
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.jit.save(scripted, str(tmp), _extra_files={"detdemo.json": dumps(meta)})
-    tmp.replace(path)
+    meta = build_metadata(cfg, "torchscript", exporter="torch.jit.script", transform=transform_spec(model),
+                          export_id=export_id)
+    with atomic_path(path) as tmp:
+        torch.jit.save(scripted, str(tmp), _extra_files={"detdemo.json": dumps(meta)})
     return path
 
 
-def export_onnx(model: torch.nn.Module, cfg: ModelConfig, path: Path, example_hw: tuple[int, int] | None = None,
-                opset: int = ONNX_OPSET) -> Path:
+def export_onnx(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id: str = "",
+                example_hw: tuple[int, int] | None = None, opset: int = ONNX_OPSET) -> Path:
     import onnx
     import onnxruntime
 
-    spec = get_spec(cfg.arch)
-    names = OUTPUTS[spec.family]
+    names = get_spec(cfg.arch).family_info.outputs
     wrapper = OnnxDetector(model.eval(), names)
     if example_hw is None:  # a typical resized input; any size works afterwards (dynamic axes)
         t = model.transform
         example_hw = tuple(t.fixed_size[::-1]) if t.fixed_size else (t.min_size[-1], t.min_size[-1] * 4 // 3)
     example = torch.randn(3, *example_hw)
     dynamic = {"image": {1: "height", 2: "width"}, **{n: {0: "detections"} for n in names}}
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with warnings.catch_warnings(), torch.no_grad(), \
-                mock.patch.object(torchvision.ops.poolers, "_onnx_merge_levels", gather_merge_levels):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, (example,), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=["image"], output_names=list(names), dynamic_axes=dynamic,
-                              do_constant_folding=True)
-        proto = onnx.load(str(tmp))
-        onnx.checker.check_model(proto)
-    except Exception as exc:  # noqa: BLE001
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"{cfg.arch}: ONNX export failed ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-    meta = build_metadata(cfg, "onnx", exporter="torch.onnx.export(dynamo=False)", opset=opset,
-                          onnx=onnx.__version__, onnxruntime=onnxruntime.__version__, transform=transform_spec(model))
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "detdemo", dumps(meta)
-    onnx.save(proto, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        try:
+            with warnings.catch_warnings(), torch.no_grad(), \
+                    mock.patch.object(torchvision.ops.poolers, "_onnx_merge_levels", gather_merge_levels):
+                warnings.simplefilter("ignore")
+                torch.onnx.export(wrapper, (example,), str(tmp), dynamo=False, opset_version=opset,
+                                  input_names=["image"], output_names=list(names), dynamic_axes=dynamic,
+                                  do_constant_folding=True)
+            proto = onnx.load(str(tmp))
+            onnx.checker.check_model(proto)
+        except Exception as exc:  # noqa: BLE001
+            raise ExportError(f"{cfg.arch}: ONNX export failed ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        meta = build_metadata(cfg, "onnx", exporter="torch.onnx.export(dynamo=False)", opset=opset,
+                              onnx=onnx.__version__, onnxruntime=onnxruntime.__version__,
+                              transform=transform_spec(model), export_id=export_id)
+        del proto.metadata_props[:]
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "detdemo", dumps(meta)
+        onnx.save(proto, str(tmp))
     return path
 
 
+EXPORTERS = {"torchscript": export_torchscript, "onnx": export_onnx}
+
+
 def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str | Path) -> dict[str, Path]:
-    """Export a checkpoint into ``out``: the eager checkpoint (for parity checks) and each requested format."""
+    """Export a checkpoint into ``out``: the eager checkpoint (the reference for checks) and each format."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise DetDemoError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}")
@@ -93,20 +99,22 @@ def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str
     model, cfg = model_from_checkpoint(data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)
+    (out / MANIFEST).unlink(missing_ok=True)  # from here until the new manifest, the folder is "incomplete"
+    export_id = uuid.uuid4().hex
     paths = {"eager": save_checkpoint(out / EAGER_FILE, model, cfg, train_config=data.get("train_config"),
-                                      metrics=data.get("metrics"))}
+                                      metrics=data.get("metrics"), export_id=export_id)}
     timings = {}
     for fmt in formats:
         t0 = time.perf_counter()
-        if fmt == "torchscript":
-            paths[fmt] = export_torchscript(model, cfg, out / TORCHSCRIPT_FILE)
-        else:
-            paths[fmt] = export_onnx(model, cfg, out / ONNX_FILE)
+        paths[fmt] = EXPORTERS[fmt](model, cfg, out / FORMATS[fmt].file, export_id=export_id)
         timings[fmt] = round(time.perf_counter() - t0, 2)
+    for stale in (FORMATS[f].file for f in FORMATS if f not in formats):  # an earlier export's other formats
+        (out / stale).unlink(missing_ok=True)
     metrics = data.get("metrics") or {}
     kept = ("epoch", "bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75")
-    manifest = {"source": str(checkpoint), "arch": cfg.arch, "class_names": cfg.class_names,
+    manifest = {"export_id": export_id, "source": str(checkpoint), "arch": cfg.arch, "class_names": cfg.class_names,
                 "files": {k: p.name for k, p in paths.items()}, "export_seconds": timings,
                 "metrics": {k: metrics[k] for k in kept if k in metrics}}  # the source's val figures, if any
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    write_json(out / MANIFEST, manifest)
     return paths

@@ -17,8 +17,6 @@ PREPROCESSING = ("graph input: one RGB image (batch fixed at 1), float32 [3, h, 
 
 def build_metadata(cfg: ModelConfig, fmt: str, **extra) -> dict:
     spec = get_spec(cfg.arch)
-    from export.wrappers import OUTPUTS
-
     meta = {
         "detdemo_export": 1,
         "format": fmt,
@@ -27,7 +25,7 @@ def build_metadata(cfg: ModelConfig, fmt: str, **extra) -> dict:
         "num_classes": cfg.num_classes,
         "class_names": cfg.class_names,
         "model_kwargs": cfg.kwargs,
-        "outputs": list(OUTPUTS[spec.family]),
+        "outputs": list(spec.family_info.outputs),
         "preprocessing": PREPROCESSING,
         "versions": {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__)},
     }

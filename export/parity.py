@@ -11,7 +11,6 @@ broken export; a real break moves scores beyond the tolerance and is still caugh
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
-from export.runtime import Detections
+from detdemo.inference.detections import Detections
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,7 @@ def compare(probe: str, ref: Detections, cand: Detections, tol: Tolerances, cap:
         ok = (_at_cutoff(float(cand.scores[j]), ref, cap, score_threshold, tol.score)
               or _has_tie_partner(cand, j, ref, tol.score))
         boundary, unmatched = boundary + ok, unmatched + (not ok)
-    size = ref.extras.get("size", (0, 0))
+    size = (ref.image_size[1], ref.image_size[0])
     rep = ImageParity(probe, size, len(ref), len(cand), len(pairs), unmatched, boundary)
     if pairs:
         ri, ci = np.array(pairs).T
@@ -201,9 +200,7 @@ def run_parity(reference, candidates: list, probes: list[tuple[str, Image.Image]
     report = {"tolerances": asdict(tol), "backends": {}}
     ref_out = []
     for _name, img in probes:
-        det = reference.predict(img)
-        det.extras["size"] = img.size
-        ref_out.append(det)
+        ref_out.append(reference.predict(img))
     for cand in candidates:
         rows = []
         for (name, img), ref in zip(probes, ref_out):
@@ -246,7 +243,6 @@ def markdown(report: dict) -> str:
 
 
 def write_reports(report: dict, out_dir: Path) -> tuple[Path, Path]:
-    js, md = out_dir / "parity.json", out_dir / "parity.md"
-    js.write_text(json.dumps(report, indent=2))
-    md.write_text(markdown(report))
-    return js, md
+    from detdemo.fileio import write_json, write_text
+
+    return write_json(out_dir / "parity.json", report), write_text(out_dir / "parity.md", markdown(report))

@@ -1,244 +1,247 @@
-"""One predictor interface, three runtimes: eager PyTorch, TorchScript, ONNX Runtime.
+"""Runtimes for exported files, and ``load_predictor``: one entry point from any model file or folder to a
+``Predictor`` (``detdemo.inference``), whichever runtime reads it.
 
-Each takes a PIL image or an array (HxW, HxWx3 or HxWx4, uint8 or float in [0, 1]) and returns ``Detections``
-with numpy arrays, so callers (the parity checker, the app, benchmarks) never care which runtime ran.
+Files are recognised by their content, never by their name alone: a detdemo checkpoint and a TorchScript archive
+are both zip files (told apart by TorchScript's ``code/`` entries), an ONNX model is a protobuf ``ModelProto``.
+An export folder is read through its manifest, and every file must carry the manifest's export id: a folder where
+an interrupted re-export left files of two exports side by side is refused, never served.
 """
 
 from __future__ import annotations
 
-import contextlib
+import importlib
 import json
-import os
-import threading
-import time
-from dataclasses import dataclass, field
+import warnings
+import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-from detdemo.data.images import decode_pil
-from detdemo.errors import DetDemoError
+from detdemo.checkpoint import RUN_CHECKPOINTS, load_checkpoint
+from detdemo.errors import CheckpointError, DetDemoError
+from detdemo.inference.detections import Predictor
+from detdemo.inference.device import resolve_device, usable_cpus
+from detdemo.inference.pipeline import HostPipeline, transform_from_spec
+from export.formats import BACKENDS, DEFAULT_BACKEND_FOR_KIND, EAGER_FILE, FORMATS, MANIFEST, files_for_backend
 
-
-@dataclass
-class Detections:
-    boxes: np.ndarray  # (N, 4) float32 XYXY in input pixels
-    labels: np.ndarray  # (N,) int64, 1..K
-    scores: np.ndarray  # (N,) float32
-    class_names: list[str]
-    masks: np.ndarray | None = None  # (N, H, W) float32 probabilities
-    keypoints: np.ndarray | None = None  # (N, K, 3)
-    extras: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def names(self) -> list[str]:
-        return [self.class_names[i - 1] if 0 < i <= len(self.class_names) else str(i) for i in self.labels]
-
-    def filter(self, score_threshold: float) -> Detections:
-        keep = self.scores >= score_threshold
-        return Detections(self.boxes[keep], self.labels[keep], self.scores[keep], self.class_names,
-                          None if self.masks is None else self.masks[keep],
-                          None if self.keypoints is None else self.keypoints[keep], dict(self.extras))
+TORCHSCRIPT_EXTRA = "detdemo.json"
 
 
-def to_chw_float(image) -> torch.Tensor:
-    """PIL image or array -> float32 [3, H, W] in [0, 1]."""
-    if isinstance(image, Image.Image):
-        image = np.asarray(decode_pil(image))
-    if isinstance(image, torch.Tensor):
-        image = image.numpy()
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise DetDemoError(f"expected an HxW or HxWx3/4 image, got shape {arr.shape}")
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    arr = arr[..., :3]
-    if arr.dtype == np.uint8:
-        arr = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        arr = arr.astype(np.float32) / 65535.0
-    else:
-        arr = arr.astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+# -- recognising files -------------------------------------------------------------------------------------------
 
 
-def _from_outputs(out: dict, class_names: list[str]) -> Detections:
-    def get(name):
-        v = out.get(name)
-        return None if v is None else (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
-
-    masks = get("masks")
-    if masks is not None and masks.ndim == 4:
-        masks = masks[:, 0]
-    return Detections(get("boxes").astype(np.float32), get("labels").astype(np.int64),
-                      get("scores").astype(np.float32), class_names, masks, get("keypoints"))
+def _looks_like_onnx(path: Path) -> bool:
+    """A serialised ModelProto starts with field 1 (ir_version, a small varint) then the next field's tag."""
+    with open(path, "rb") as f:
+        head = f.read(3)
+    return len(head) == 3 and head[0] == 0x08 and 1 <= head[1] <= 64 and head[2] in (0x12, 0x1A, 0x22, 0x28,
+                                                                                      0x32, 0x3A)
 
 
-class EagerPredictor:
-    backend = "pytorch"
-
-    def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
-        from detdemo.checkpoint import load_model
-
-        self.model, self.config = load_model(checkpoint, device)
-        self.device = torch.device(device)
-        self.class_names = self.config.class_names
-        self.path = Path(checkpoint)
-        self._lock = threading.Lock()
-
-    @classmethod
-    def from_module(cls, model: torch.nn.Module, class_names: list[str], path: str | Path = "",
-                    device: str = "cpu") -> EagerPredictor:
-        """Wrap a model built elsewhere (torchvision's COCO models in the app) in the same interface."""
-        self = cls.__new__(cls)
-        self.model, self.config = model.eval().to(device), None
-        self.device, self.class_names, self.path = torch.device(device), list(class_names), Path(path)
-        self._lock = threading.Lock()
-        return self
-
-    @contextlib.contextmanager
-    def _score_floor(self, score_threshold: float | None):
-        """Raise the R-CNN heads' score threshold for one call. Boxes under it can neither survive nor suppress a
-        higher-scoring box in NMS, so the detections above it are unchanged; their masks are just not pasted."""
-        heads = getattr(self.model, "roi_heads", None)
-        if score_threshold is None or heads is None or score_threshold <= heads.score_thresh:
-            yield
-            return
-        old = heads.score_thresh
-        heads.score_thresh = float(np.nextafter(np.float32(score_threshold), np.float32(0)))  # torchvision keeps >
+def file_kind(path: str | Path) -> str:
+    """``checkpoint``, ``torchscript`` or ``onnx``, from the file's bytes; DetDemoError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise DetDemoError(f"{path}: model file not found")
+    if path.stat().st_size == 0:
+        raise DetDemoError(f"{path}: model file is empty (0 bytes)")
+    if zipfile.is_zipfile(path):
         try:
-            yield
-        finally:
-            heads.score_thresh = old
-
-    @torch.inference_mode()
-    def predict(self, image, timings: dict[str, float] | None = None,
-                score_threshold: float | None = None) -> Detections:
-        """``timings``, when given, receives seconds per stage (eager: one ``model`` stage, transform included).
-        ``score_threshold`` drops weaker detections before their masks are pasted (the slow part on a CPU)."""
-        x = to_chw_float(image).to(self.device)
-        start = time.perf_counter()
-        with self._lock, self._score_floor(score_threshold):  # the threshold is model state: one call at a time
-            out = self.model([x])[0]
-        if timings is not None:
-            timings["model"] = time.perf_counter() - start
-        det = _from_outputs(out, self.class_names)
-        return det if score_threshold is None else det.filter(score_threshold)
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise DetDemoError(f"{path}: damaged zip archive ({exc})") from None
+        if any("/code/" in n for n in names):
+            return "torchscript"
+        load_checkpoint(path, mmap=True)  # CheckpointError says what it is instead (a plain state dict, ...)
+        return "checkpoint"
+    if _looks_like_onnx(path):
+        return "onnx"
+    if path.suffix.lower() in (".pt", ".pth", ".ckpt"):  # named like a checkpoint, but not a zip archive
+        raise CheckpointError(f"{path}: cannot read checkpoint: the file is truncated or corrupt (not a zip "
+                              "archive): neither a detdemo checkpoint, a TorchScript file nor an ONNX model")
+    raise DetDemoError(f"{path}: not a model detdemo can run (expected a detdemo checkpoint, a TorchScript file "
+                       "or an ONNX model)")
 
 
-class _HostPipeline:
-    """Exported graphs: pre- and post-process on the host with torchvision's eager transform (export.wrappers)."""
-
-    meta: dict
-
-    def _setup_transform(self) -> None:
-        from export.wrappers import transform_from_spec
-
-        if "transform" not in self.meta:
-            raise DetDemoError(f"{self.path}: exported without detdemo metadata; re-export with `detdemo export`")
-        self.transform = transform_from_spec(self.meta["transform"])
-
-    def _run_graph(self, x: torch.Tensor) -> dict:
-        raise NotImplementedError
-
-    def predict(self, image, timings: dict[str, float] | None = None,
-                score_threshold: float | None = None) -> Detections:
-        """``timings``, when given, receives seconds for ``preprocess``, ``model`` and ``postprocess``.
-        ``score_threshold`` drops weaker detections before their masks are pasted (the slow part on a CPU)."""
-        from export.pipeline import postprocess, preprocess
-
-        x = to_chw_float(image)
-        original = (int(x.shape[-2]), int(x.shape[-1]))
-        t0 = time.perf_counter()
-        resized_image, resized = preprocess(self.transform, x)
-        t1 = time.perf_counter()
-        raw = {k: torch.as_tensor(v) for k, v in self._run_graph(resized_image).items()}
-        if score_threshold is not None:
-            keep = raw["scores"] >= score_threshold
-            raw = {k: v[keep] for k, v in raw.items()}
-        t2 = time.perf_counter()
-        out = postprocess(self.transform, raw, resized, original)
-        if timings is not None:
-            timings.update(preprocess=t1 - t0, model=t2 - t1, postprocess=time.perf_counter() - t2)
-        return _from_outputs(out, self.class_names)
+def read_manifest(folder: Path) -> dict | None:
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DetDemoError(f"{path}: unreadable export manifest ({exc}); re-run `detdemo export`") from None
 
 
-class TorchScriptPredictor(_HostPipeline):
+def folder_files(folder: str | Path) -> dict[str, Path]:
+    """backend -> file for an export folder (through its manifest) or a training run folder (best.pt, last.pt)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    exported = [f.file for f in FORMATS.values()]
+    if manifest is None:
+        if any((folder / n).is_file() for n in exported):
+            raise DetDemoError(f"{folder}: exported files without {MANIFEST}: an export was interrupted or the "
+                               "folder was assembled by hand; re-run `detdemo export`")
+        run = next((folder / n for n in RUN_CHECKPOINTS if (folder / n).is_file()), None)
+        if run is None:
+            raise DetDemoError(f"{folder}: no model files in this folder (expected an export folder from "
+                               f"`detdemo export` or a run folder with {' or '.join(RUN_CHECKPOINTS)})")
+        return {"pytorch": run}
+    files: dict[str, Path] = {}
+    listed = set((manifest.get("files") or {}).values())
+    for backend in BACKENDS:
+        for name in files_for_backend(backend):
+            if name in listed and (folder / name).is_file():
+                files.setdefault(backend, folder / name)
+    missing = sorted(n for n in listed if not (folder / n).is_file())
+    if missing:
+        raise DetDemoError(f"{folder}: {MANIFEST} lists {', '.join(missing)}, which is missing; re-run "
+                           "`detdemo export`")
+    return files
+
+
+def check_export_id(path: Path, file_id: str | None) -> None:
+    """Refuse a file that belongs to another export than its folder's manifest says."""
+    manifest = read_manifest(path.parent)
+    if manifest is None or "export_id" not in manifest:
+        return
+    if file_id != manifest["export_id"]:
+        raise DetDemoError(f"{path.parent}: a mixture of two exports ({path.name} is from export "
+                           f"{file_id or 'unknown'}, {MANIFEST} says {manifest['export_id']}); an export was "
+                           "interrupted: re-run `detdemo export`")
+
+
+# -- runtimes ----------------------------------------------------------------------------------------------------
+
+
+class TorchScriptPredictor(HostPipeline):
+    """Loading a TorchScript file runs code from it: only load files you trust (docs/export.md)."""
+
     backend = "torchscript"
 
-    def __init__(self, path: str | Path, device: str = "cpu") -> None:
-        extra = {"detdemo.json": ""}
+    def __init__(self, path: str | Path, device="auto") -> None:
+        super().__init__()
+        self._device = resolve_device(device)
+        self.device = str(self._device)
+        extra = {TORCHSCRIPT_EXTRA: ""}
         try:
-            self.module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+            self.module = torch.jit.load(str(path), map_location=self._device, _extra_files=extra)
         except Exception as exc:  # noqa: BLE001
             raise DetDemoError(f"{path}: cannot load TorchScript file ({type(exc).__name__})") from None
-        self.meta = json.loads(extra["detdemo.json"] or "{}")
-        self.class_names = self.meta.get("class_names", [])
-        self.device = torch.device(device)
-        self.path = Path(path)
-        self._setup_transform()
+        self.meta = json.loads(extra[TORCHSCRIPT_EXTRA] or "{}")
+        _init_from_meta(self, Path(path))
 
-    @torch.inference_mode()
-    def _run_graph(self, x: torch.Tensor) -> dict:
-        return {k: v.cpu() for k, v in self.module(x.to(self.device)).items()}
+    def _run_graph(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v.cpu() for k, v in self.module(x.to(self._device)).items()}
 
 
-def onnx_session(path: str | Path, threads: int | None = None):
-    """One tuned session per file: CUDA provider when onnxruntime-gpu sees a GPU, else CPU."""
+def _init_from_meta(predictor: HostPipeline, path: Path) -> None:
+    meta = predictor.meta
+    if "transform" not in meta:
+        raise DetDemoError(f"{path}: exported without detdemo metadata; re-export with `detdemo export`")
+    check_export_id(path, meta.get("export_id"))
+    predictor.class_names = meta.get("class_names", [])
+    predictor.transform = transform_from_spec(meta["transform"])
+    predictor.path = path
+
+
+CUDA_PROVIDER_OPTIONS = {
+    # With dynamic height and width, the default EXHAUSTIVE search re-benchmarks cuDNN algorithms for every new
+    # image size; HEURISTIC picks one at once.
+    "cudnn_conv_algo_search": "HEURISTIC",
+    "arena_extend_strategy": "kSameAsRequested",
+}
+
+
+def onnx_session(path: str | Path, device="auto", threads: int | None = None):
+    """One tuned session per file. Returns (session, notes): notes say when the session did not get the device
+    that was asked for (onnxruntime silently falls back to the CPU when CUDA libraries are missing)."""
     import onnxruntime as ort
 
+    target = resolve_device(device) if str(device) != "auto" or torch.cuda.is_available() else torch.device("cpu")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.intra_op_num_threads = threads or usable_cpus()
+    opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    available = ort.get_available_providers()
-    providers = ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in available and torch.cuda.is_available():
-        providers.insert(0, "CUDAExecutionProvider")
+    providers: list = ["CPUExecutionProvider"]
+    if target.type == "cuda":
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": target.index or 0, **CUDA_PROVIDER_OPTIONS}))
     try:
-        return ort.InferenceSession(str(path), opts, providers=providers)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            session = ort.InferenceSession(str(path), opts, providers=providers)
     except Exception as exc:  # noqa: BLE001
         raise DetDemoError(f"{path}: cannot load ONNX model ({type(exc).__name__}: {str(exc)[:200]})") from None
+    notes = []
+    got = session.get_providers()
+    if target.type == "cuda" and "CUDAExecutionProvider" not in got:
+        notes.append(f"ONNX Runtime could not use CUDA for {Path(path).name} and runs on the CPU (providers "
+                     f"available: {', '.join(ort.get_available_providers())}; install onnxruntime-gpu with "
+                     "CUDA/cuDNN libraries that match it)")
+    return session, notes, ("cuda:" + str(target.index or 0)) if "CUDAExecutionProvider" in got else "cpu"
 
 
-class OnnxPredictor(_HostPipeline):
+class OnnxPredictor(HostPipeline):
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        import onnx
-
-        self.session = onnx_session(path, threads)
-        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        self.meta = json.loads(meta.get("detdemo", "{}"))
-        self.class_names = self.meta.get("class_names", [])
+    def __init__(self, path: str | Path, device="auto", threads: int | None = None) -> None:
+        super().__init__()
+        self.session, notes, self.device = onnx_session(path, device, threads)
+        self.notes.extend(notes)
+        for note in notes:
+            warnings.warn(note, stacklevel=2)
+        custom = self.session.get_modelmeta().custom_metadata_map
+        self.meta = json.loads(custom.get("detdemo", "{}"))
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.path = Path(path)
-        self._setup_transform()
+        self.input_name = self.session.get_inputs()[0].name
+        _init_from_meta(self, Path(path))
 
-    def _run_graph(self, x: torch.Tensor) -> dict:
-        outs = self.session.run(None, {"image": x.numpy()})
-        return dict(zip(self.output_names, outs))
-
-
-BACKENDS = {"pytorch": EagerPredictor, "torchscript": TorchScriptPredictor, "onnxruntime": OnnxPredictor}
+    def _run_graph(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outs = self.session.run(None, {self.input_name: x.cpu().numpy()})
+        return {name: torch.from_numpy(v) for name, v in zip(self.output_names, outs)}
 
 
-def load_predictor(path: str | Path, backend: str | None = None):
-    """Pick the runtime from the file: ``.onnx`` -> ONNX Runtime, ``*.torchscript.pt`` -> TorchScript, else eager."""
-    path = Path(path)
-    if backend is None:
-        if path.suffix == ".onnx":
-            backend = "onnxruntime"
-        elif path.name.endswith(".torchscript.pt"):
-            backend = "torchscript"
-        else:
-            backend = "pytorch"
-    if backend not in BACKENDS:
+# -- one entry point ---------------------------------------------------------------------------------------------
+
+
+def resolve_model_file(path: str | Path, backend: str | None = None) -> tuple[Path, str]:
+    """(file, backend) for a model file or folder; ``backend`` None picks the file's own runtime."""
+    path = Path(path).expanduser()
+    if backend is not None and backend not in BACKENDS:
         raise DetDemoError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    return BACKENDS[backend](path)
+    if not path.exists():
+        raise DetDemoError(f"{path}: model path not found")
+    if path.is_dir():
+        files = folder_files(path)
+        if backend is None:
+            backend = next(iter(files))
+        if backend not in files:
+            raise DetDemoError(f"{path}: has no file for the {BACKENDS[backend].label} backend (holds: "
+                               f"{', '.join(p.name for p in files.values())})")
+        path = files[backend]
+    kind = file_kind(path)
+    backend = backend or DEFAULT_BACKEND_FOR_KIND[kind]
+    if BACKENDS[backend].reads != kind:
+        raise DetDemoError(f"{path}: is a {kind} file; the {BACKENDS[backend].label} backend runs "
+                           f"{BACKENDS[backend].reads} files")
+    return path, backend
+
+
+def load_predictor(path: str | Path, backend: str | None = None, device="auto", **options) -> Predictor:
+    """A ``Predictor`` for any model detdemo writes: a checkpoint, a TorchScript or ONNX file (any name), an export
+    folder or a training run folder. ``device``: auto, cpu, cuda or cuda:N; ``options`` go to the runtime
+    (``precision`` for PyTorch, ``threads`` for ONNX Runtime)."""
+    file, backend = resolve_model_file(path, backend)
+    module, _, name = BACKENDS[backend].runtime.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    if backend == "pytorch":
+        predictor = cls.from_checkpoint(file, device=device, **options)
+        check_export_id(file, predictor.export_id)
+        return predictor
+    return cls(file, device=device, **options)
+
+
+__all__ = ["EAGER_FILE", "OnnxPredictor", "TorchScriptPredictor", "file_kind", "folder_files", "load_predictor",
+           "resolve_model_file"]

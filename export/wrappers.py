@@ -1,72 +1,16 @@
-"""What goes into an exported graph, and what stays on the host.
-
-torchvision computes the resize of an image differently when eager, scripted or traced (the scale factor
-passes through Python floats, TorchScript tensors or ONNX shape ops), so an exported detector sees a slightly
-different image than the eager one on some sizes: measured, it moves boxes by tens of pixels on a weakly trained
-model. Here normalisation, resizing and post-processing (box rescaling, mask pasting, keypoint rescaling) run on
-the host with torchvision's own *eager* transform code for every runtime; the graph holds batching, backbone,
-RPN and heads. Every runtime then feeds its graph the very tensor the eager model sees internally, and mask
-pasting (a per-detection loop that is slow inside ONNX) stays out of the graph.
+"""What goes into an exported graph: batching, backbone, RPN/heads and NMS (see ``detdemo.inference.pipeline``),
+plus rewrites that make the graph faster in ONNX Runtime without changing its results.
 
 Exported models take one normalised, resized ``float32 [3, h, w]`` image (batch fixed at 1) and return boxes in
-that resized frame and, for Mask R-CNN, 28x28 mask probabilities; ``export.pipeline`` does the rest.
+that resized frame and, for Mask R-CNN, 28x28 mask probabilities; the host pipeline does the rest.
 """
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-OUTPUTS = {
-    "faster_rcnn": ("boxes", "labels", "scores"),
-    "retinanet": ("boxes", "labels", "scores"),
-    "fcos": ("boxes", "labels", "scores"),
-    "ssd": ("boxes", "labels", "scores"),
-    "ssdlite": ("boxes", "labels", "scores"),
-    "mask_rcnn": ("boxes", "labels", "scores", "masks"),
-    "keypoint_rcnn": ("boxes", "labels", "scores", "keypoints", "keypoints_scores"),
-}
-
-
-class GraphTransform(GeneralizedRCNNTransform):
-    """Batching only: the host has already normalised and resized, and post-processes the outputs."""
-
-    def normalize(self, image: torch.Tensor) -> torch.Tensor:
-        return image
-
-    def resize(self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None):
-        return image, target
-
-    def postprocess(self, result: list[dict[str, torch.Tensor]], image_shapes: list[tuple[int, int]],
-                    original_image_sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
-        return result
-
-
-def graph_model(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose transform only batches (see module docstring)."""
-    graph = copy.deepcopy(model).eval()
-    transform = copy.copy(graph.transform)
-    transform.__class__ = GraphTransform
-    graph.transform = transform
-    return graph
-
-
-def transform_spec(model: nn.Module) -> dict:
-    """The eager transform's settings, stored in export metadata so any runtime can rebuild it."""
-    t = model.transform
-    return {"min_size": list(t.min_size), "max_size": t.max_size, "image_mean": list(t.image_mean),
-            "image_std": list(t.image_std), "size_divisible": t.size_divisible,
-            "fixed_size": list(t.fixed_size) if t.fixed_size else None}
-
-
-def transform_from_spec(spec: dict) -> GeneralizedRCNNTransform:
-    fixed = tuple(spec["fixed_size"]) if spec.get("fixed_size") else None
-    return GeneralizedRCNNTransform(tuple(spec["min_size"]), spec["max_size"], spec["image_mean"],
-                                    spec["image_std"], size_divisible=spec["size_divisible"],
-                                    fixed_size=fixed).eval()
+from detdemo.inference.pipeline import graph_model
 
 
 class ScriptableDetector(nn.Module):

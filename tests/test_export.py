@@ -17,9 +17,11 @@ from detdemo import build_model, list_models, save_checkpoint
 from detdemo.checkpoint import load_checkpoint
 from detdemo.cli import main
 from detdemo.data import collate, open_dataset, train_transforms
+from detdemo.errors import DetDemoError
+from detdemo.inference.eager import EagerPredictor
 from detdemo.models import get_spec
 from export.exporters import export_checkpoint
-from export.runtime import EagerPredictor, OnnxPredictor, TorchScriptPredictor, load_predictor
+from export.runtime import OnnxPredictor, TorchScriptPredictor, load_predictor
 from tests.conftest import shared
 
 ALL = [s.name for s in list_models()]
@@ -102,15 +104,34 @@ def test_broken_export_is_caught(light_export, shapes_dir, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(light_export, broken)
     data = load_checkpoint(broken / "model.pt")
-    from detdemo.checkpoint import model_from_checkpoint
+    from detdemo.models import model_from_checkpoint
 
     model, cfg = model_from_checkpoint(data)
     with torch.no_grad():  # the exported files keep the old weights; the eager reference changes a little
         model.roi_heads.box_predictor.bbox_pred.weight.mul_(1.05)
-    save_checkpoint(broken / "model.pt", model, cfg)
+    # stamped as part of the same export, so only the numbers can give it away
+    save_checkpoint(broken / "model.pt", model, cfg, export_id=data["export_id"])
     rc, report, out = check(broken, str(shapes_dir / "val"))
     assert rc == 1
     assert not report["passed"] and "box differs" in out
+
+
+def test_a_folder_mixing_two_exports_is_refused(light_export, tmp_path, capsys):
+    """An interrupted re-export leaves a new model.pt beside the old files: every loader refuses the folder."""
+    mixed = tmp_path / "mixed"
+    shutil.copytree(light_export, mixed)
+    data = load_checkpoint(mixed / "model.pt")
+    from detdemo.models import model_from_checkpoint
+
+    model, cfg = model_from_checkpoint(data)
+    save_checkpoint(mixed / "model.pt", model, cfg, export_id="another-export")
+    with pytest.raises(DetDemoError, match="mixture of two exports"):
+        load_predictor(mixed)
+    assert main(["check-export", str(mixed)]) == 2
+    assert "mixture of two exports" in capsys.readouterr().err
+    (mixed / "export.json").unlink()  # killed before the manifest was written
+    with pytest.raises(DetDemoError, match="export was interrupted"):
+        load_predictor(mixed, "onnxruntime")
 
 
 def test_torchscript_runs_in_fresh_process_with_only_torch_and_torchvision(light_export):
@@ -150,7 +171,7 @@ def test_onnx_metadata_round_trip(light_export):
 def test_predictors_accept_pil_and_arrays_alike(light_export, shapes_dir):
     img = Image.open(sorted((shapes_dir / "val").iterdir())[0]).convert("RGB")
     arr = np.asarray(img)
-    eager = EagerPredictor(light_export / "model.pt")
+    eager = EagerPredictor.from_checkpoint(light_export / "model.pt")
     for pred in (eager, load_predictor(light_export / "model.torchscript.pt"),
                  load_predictor(light_export / "model.onnx")):
         a, b = pred.predict(img), pred.predict(arr)
@@ -220,10 +241,10 @@ def test_shuffled_mask_predictor_computes_the_same_masks():
 
 
 def _dets(boxes, scores, masks):
-    from export.runtime import Detections
+    from detdemo.inference.detections import Detections
 
     return Detections(np.array(boxes, np.float32), np.ones(len(boxes), np.int64), np.array(scores, np.float32),
-                      ["a"], np.array(masks, np.float32))
+                      ["a"], np.array(masks, np.float32) > 0.5)
 
 
 def test_mask_iou_is_judged_on_boxes_wide_enough_to_paste_into():
@@ -245,11 +266,12 @@ def test_mask_iou_is_judged_on_boxes_wide_enough_to_paste_into():
 
 def test_score_threshold_before_pasting_gives_the_same_detections(light_export, shapes_dir):
     image = Image.open(sorted((shapes_dir / "val").iterdir())[0]).convert("RGB")
-    for predictor in (EagerPredictor(light_export / "model.pt"), OnnxPredictor(light_export / "model.onnx")):
+    for predictor in (EagerPredictor.from_checkpoint(light_export / "model.pt"),
+                      OnnxPredictor(light_export / "model.onnx")):
         everything = predictor.predict(image)
         assert len(everything) >= 2, predictor.backend
         threshold = float(np.median(everything.scores))  # some detections on each side of it
         full, early = everything.filter(threshold), predictor.predict(image, score_threshold=threshold)
         assert 0 < len(early) == len(full) < len(everything), predictor.backend
         assert np.allclose(full.boxes, early.boxes, atol=1e-4) and np.allclose(full.scores, early.scores, atol=1e-6)
-        assert np.abs(full.masks - early.masks).max() < 1e-4
+        assert np.array_equal(full.masks, early.masks) and np.abs(full.mask_probs - early.mask_probs).max() < 1e-4

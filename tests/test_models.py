@@ -206,7 +206,7 @@ def test_light_model_is_small():
 
 
 def test_light_models_take_their_own_head_width_options(tmp_path):
-    from detdemo.checkpoint import load_model
+    from detdemo.models import load_model
 
     small, cfg = build_model("maskrcnn_light", 4, representation_size=128, mask_channels=64)
     full, _ = build_model("maskrcnn_light", 4)

@@ -219,3 +219,31 @@ def test_scaled_lr_and_schedules():
     assert lr_factor(600, step, 100) == pytest.approx(0.01)
     cos = TrainConfig(data="x", warmup_iters=0, schedule="cosine", epochs=4)
     assert lr_factor(200, cos, 100) == pytest.approx(0.5) and lr_factor(400, cos, 100) == pytest.approx(0.0)
+
+
+def test_resume_refuses_settings_it_cannot_honour_and_takes_the_ones_it_can(shapes_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    base = ["--data", str(shapes_dir), "--model", "fasterrcnn_light", "--workers", "0", "--min-size", "96",
+            "--max-size", "128", "--max-iters-per-epoch", "1", "--quiet", "--out", str(run)]
+    assert main(["train", *base, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    rc = main(["train", "--resume", str(run), "--lr", "0.1", "--no-augment"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--lr (the run has lr=0.005)" in err and "--no-augment" in err
+    assert "--epochs, --workers" in err and "Traceback" not in err
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1  # nothing ran
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--workers", "0", "--quiet"]) == 0
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert load_checkpoint(run / "last.pt")["train_config"]["epochs"] == 2
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--epochs", "0", "must be at least 1"), ("--lr", "nan", "finite number above 0"),
+    ("--lr", "inf", "finite number above 0"), ("--batch-size", "-2", "must be at least 1"),
+    ("--val-fraction", "1.5", "between 0 and 1"),
+])
+def test_bad_training_numbers_are_refused_when_parsed(flag, value, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(tmp_path), flag, value])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -12,16 +12,14 @@ import contextlib
 import json
 import socket
 import threading
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from detdemo.errors import DetDemoError
+from export.formats import BACKENDS, DEFAULT_BACKEND_FOR_KIND, MANIFEST, files_for_backend
 
-BACKEND_LABELS = {"pytorch": "PyTorch", "torchscript": "TorchScript", "onnxruntime": "ONNX Runtime"}
-EXPORT_FILES = {"pytorch": ("model.pt", "best.pt", "last.pt"), "torchscript": ("model.torchscript.pt",),
-                "onnxruntime": ("model.onnx",)}
+BACKEND_LABELS = {name: b.label for name, b in BACKENDS.items()}
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "shapes"
 BUNDLED_MODEL_NAME = "shapes (bundled maskrcnn_light)"
 COCO_MODEL_NAME = "COCO Mask R-CNN R50-FPN (torchvision)"
@@ -41,24 +39,9 @@ class ModelEntry:
         return list(self.files) + (["pytorch"] if self.loader and "pytorch" not in self.files else [])
 
 
-def _file_kind(path: Path) -> str:
-    """Which runtime reads this file: a detdemo checkpoint, a TorchScript archive, or an ONNX model."""
-    from detdemo.checkpoint import is_checkpoint
-
-    if path.suffix == ".onnx":
-        return "onnxruntime"
-    if is_checkpoint(path):
-        return "pytorch"
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            if any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist()):
-                return "torchscript"
-    raise DetDemoError(f"{path}: neither a detdemo checkpoint, a TorchScript file nor an .onnx model")
-
-
 def _describe(folder: Path) -> str:
     """One line for the page: architecture, classes, and the recorded val AP when the checkpoint has one."""
-    manifest = folder / "export.json"
+    manifest = folder / MANIFEST
     info = {}
     if manifest.is_file():
         with contextlib.suppress(OSError, ValueError):
@@ -76,24 +59,20 @@ def _describe(folder: Path) -> str:
 
 
 def entry_from_path(path: str | Path, name: str | None = None) -> ModelEntry:
-    """An export folder, a run folder (best.pt), or one model file."""
+    """An export folder, a run folder (best.pt), or one model file (recognised by its content)."""
+    from export.runtime import file_kind, folder_files
+
     path = Path(path).expanduser()
     if not path.exists():
         raise DetDemoError(f"{path}: model path not found")
-    files: dict[str, Path] = {}
     if path.is_dir():
-        for backend, names in EXPORT_FILES.items():
-            found = next((path / n for n in names if (path / n).is_file()), None)
-            if found is not None:
-                files[backend] = found
-        if not files:
-            raise DetDemoError(f"{path}: no model files in this folder (expected model.pt, model.torchscript.pt "
-                               "or model.onnx from `detdemo export`, or best.pt from `detdemo train`)")
+        files = folder_files(path)  # refuses an interrupted export's mixture of files
         folder = path
     else:
-        files[_file_kind(path)] = path
+        files = {DEFAULT_BACKEND_FOR_KIND[file_kind(path)]: path}
         folder = path.parent
-    missing = {b: f"no {' or '.join(EXPORT_FILES[b])} in {folder}" for b in BACKEND_LABELS if b not in files}
+    missing = {b: f"no {' or '.join(files_for_backend(b)) or 'file'} in {folder.name or folder}"
+               for b in BACKEND_LABELS if b not in files}
     return ModelEntry(name or path.name, files, missing, _describe(folder))
 
 
@@ -120,12 +99,12 @@ def coco_entry() -> ModelEntry:
     def load():
         from torchvision.models.detection import maskrcnn_resnet50_fpn
 
+        from detdemo.inference.eager import EagerPredictor
         from detdemo.models.weights import weights_from
-        from export.runtime import EagerPredictor
 
         with _socket_timeout(DOWNLOAD_TIMEOUT_S), weights_from(weights, None):
             model = maskrcnn_resnet50_fpn(weights=weights, progress=False)
-        return EagerPredictor.from_module(model, weights.meta["categories"][1:], target)
+        return EagerPredictor(model, weights.meta["categories"][1:], path=target)
 
     state = "in the torch cache" if target.is_file() else "not downloaded yet: downloads on first use (~170 MB)"
     reason = "torchvision's COCO model is offered in PyTorch only (export your own fine-tuned model for the others)"
@@ -136,9 +115,10 @@ def coco_entry() -> ModelEntry:
 class Catalogue:
     """Model entries by name, and one predictor per (model, backend), loaded on first use under a lock."""
 
-    def __init__(self, entries: list[ModelEntry]) -> None:
+    def __init__(self, entries: list[ModelEntry], device: str = "auto") -> None:
         if not entries:
             raise DetDemoError("no models to serve")
+        self.device = device
         self.entries = {e.name: e for e in entries}
         self._predictors: dict[tuple[str, str], object] = {}
         self._failures: dict[tuple[str, str], str] = {}
@@ -170,7 +150,7 @@ class Catalogue:
                 if backend in entry.files:
                     from export.runtime import load_predictor
 
-                    predictor = load_predictor(entry.files[backend], backend)
+                    predictor = load_predictor(entry.files[backend], backend, self.device)
                 else:
                     predictor = entry.loader()
             except DetDemoError as exc:
@@ -183,7 +163,7 @@ class Catalogue:
 
 
 def default_catalogue(model_path: str | Path | None = None, include_coco: bool = True,
-                      bundled: Path = BUNDLED_MODEL_DIR) -> Catalogue:
+                      bundled: Path = BUNDLED_MODEL_DIR, device: str = "auto") -> Catalogue:
     """``model_path`` (if given) first, then the bundled model, then torchvision's COCO model."""
     entries = []
     if model_path is not None:
@@ -192,4 +172,4 @@ def default_catalogue(model_path: str | Path | None = None, include_coco: bool =
         entries.append(entry_from_path(bundled, BUNDLED_MODEL_NAME))
     if include_coco:
         entries.append(coco_entry())
-    return Catalogue(entries)
+    return Catalogue(entries, device)

@@ -10,13 +10,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
 from PIL import Image
 
 from detdemo.app.catalogue import BACKEND_LABELS, Catalogue
 from detdemo.data.images import open_image
-from detdemo.engine.draw import draw_detections, to_pil
+from detdemo.engine.draw import draw_detections, image_to_tensor, to_pil
 from detdemo.errors import DetDemoError
 
 # Larger uploads are scaled down before inference: every detector here resizes to at most 1333 px anyway, and
@@ -69,9 +67,9 @@ def _scale_down(image: Image.Image) -> tuple[Image.Image, float]:
 def _rows(det, scale: float) -> list[list]:
     names = det.names()
     boxes = det.boxes / scale
-    areas = None
-    if det.masks is not None and len(det):
-        areas = (det.masks > 0.5).reshape(len(det), -1).sum(1) / (scale * scale)
+    areas = det.mask_areas()
+    if areas is not None:
+        areas = areas / (scale * scale)
     return [[i + 1, names[i], round(float(det.scores[i]), 3), *[round(float(v), 1) for v in boxes[i]],
              int(round(float(areas[i]))) if areas is not None else None] for i in range(len(det))]
 
@@ -92,13 +90,8 @@ def run_prediction(catalogue: Catalogue, request: PredictRequest) -> PredictResu
     det = predictor.predict(small, timings=inner, score_threshold=float(request.score_threshold))
     stages.update(inner)
     t = time.perf_counter()
-    pixels = torch.from_numpy(np.asarray(small, dtype=np.uint8).copy()).permute(2, 0, 1)
-    drawn = {"boxes": torch.from_numpy(det.boxes), "labels": torch.from_numpy(det.labels),
-             "scores": torch.from_numpy(det.scores)}
-    if det.masks is not None:
-        drawn["masks"] = torch.from_numpy(det.masks)
-    annotated = to_pil(draw_detections(pixels, drawn, det.class_names, boxes=request.boxes,
-                                       masks=request.masks and det.masks is not None, labels=request.labels))
+    annotated = to_pil(draw_detections(image_to_tensor(small), det, boxes=request.boxes, masks=request.masks,
+                                       labels=request.labels))
     stages["draw"] = time.perf_counter() - t
     total = time.perf_counter() - start
     stages["total"] = total
@@ -107,4 +100,6 @@ def run_prediction(catalogue: Catalogue, request: PredictRequest) -> PredictResu
     summary = (f"**{len(det)}** detection{'s' if len(det) != 1 else ''} with score >= {request.score_threshold:.2f} "
                f"from *{request.model}* on {BACKEND_LABELS[request.backend]} in {total * 1000:.0f} ms "
                f"(image {image.width}x{image.height}{scaled}).")
+    for note in predictor.notes:  # e.g. ONNX Runtime asked for CUDA and got the CPU: never silent
+        summary += f"\n\n**Note:** {note}"
     return PredictResult(annotated, _rows(det, scale), timings, summary, scale)

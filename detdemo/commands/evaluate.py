@@ -1,44 +1,50 @@
-"""``detdemo eval``: COCO metrics (pycocotools) of a checkpoint on a dataset split."""
+"""``detdemo eval``: COCO metrics (pycocotools) of any model file on a dataset split."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
+from detdemo.commands.common import add_model_options
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("eval", help="COCO bbox (and segm) metrics of a checkpoint on a dataset")
-    p.add_argument("--checkpoint", required=True, help="detdemo checkpoint (or a run folder)")
+    p = sub.add_parser("eval", help="COCO bbox (and segm) metrics of a model (any backend) on a dataset")
+    add_model_options(p)
     p.add_argument("--data", required=True)
     p.add_argument("--layout", choices=("coco", "voc", "pennfudan"))
     p.add_argument("--split", default="val", help="train, val or all")
     p.add_argument("--val-fraction", type=float, default=0.2, help="hold-out for datasets without splits")
     p.add_argument("--seed", type=int, default=0, help="hold-out seed (use the training run's)")
-    p.add_argument("--out", default=None, help="JSON report (default: eval_<split>.json beside the checkpoint)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="JSON report (default: eval_<split>.json in the current folder)")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from detdemo.checkpoint import load_checkpoint, model_from_checkpoint
-    from detdemo.data import open_dataset
-    from detdemo.engine.distributed import DistInfo, pick_device
-    from detdemo.engine.evaluate import evaluate_model
+def evaluate(predictor, data: str, split: str = "val", layout: str | None = None, val_fraction: float = 0.2,
+             seed: int = 0, progress: bool = True):
+    """The figures ``detdemo eval`` prints, for a predictor: shared with check-export's accuracy check."""
+    from detdemo.data import eval_transforms, open_dataset
+    from detdemo.engine.evaluate import evaluate_predictor
 
-    data = load_checkpoint(args.checkpoint)
-    model, cfg = model_from_checkpoint(data)
-    device = pick_device(args.device, DistInfo())
-    dataset = open_dataset(args.data, args.split, args.layout, classes=cfg.class_names,
-                           val_fraction=args.val_fraction, seed=args.seed)
-    result = evaluate_model(model.to(device), dataset, device)
+    dataset = open_dataset(data, split, layout, eval_transforms(), classes=predictor.class_names,
+                           val_fraction=val_fraction, seed=seed)
+    return evaluate_predictor(predictor, dataset, progress=progress)
+
+
+def run(args: argparse.Namespace) -> int:
+    from detdemo.commands.common import load_from_args
+    from detdemo.fileio import write_json
+
+    predictor = load_from_args(args)
+    result = evaluate(predictor, args.data, args.split, args.layout, args.val_fraction, args.seed)
+    label = f"{predictor.backend} on {predictor.device}"
     for iou_type, text in result.summary.items():
-        print(f"\n{iou_type} ({result.num_images} images, {result.num_detections} detections)\n{text}")
+        print(f"\n{iou_type} ({result.num_images} images, {result.num_detections} detections, {label})\n{text}")
     print(per_class_table(result.per_class))
-    out = Path(args.out) if args.out else Path(data["path"]).parent / f"eval_{args.split}.json"
-    out.write_text(json.dumps({"checkpoint": data["path"], "data": str(args.data), "split": args.split,
-                               **result.to_dict()}, indent=2))
+    out = Path(args.out) if args.out else Path.cwd() / f"eval_{args.split}.json"
+    write_json(out, {"model": str(predictor.path), "backend": predictor.backend, "device": predictor.device,
+                     "data": str(args.data), "split": args.split, **result.to_dict()})
     print(f"\nwrote {out}")
     return 0
 

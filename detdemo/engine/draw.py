@@ -6,8 +6,11 @@ import colorsys
 import functools
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+from detdemo.inference.detections import Detections
 
 
 def class_colour(label: int) -> tuple[int, int, int]:
@@ -31,37 +34,43 @@ def label_font() -> str | None:
 
 def draw_detections(
     image: torch.Tensor,
-    detections: dict[str, torch.Tensor],
-    class_names: list[str],
+    det: Detections,
     *,
     boxes: bool = True,
     masks: bool = True,
     labels: bool = True,
     mask_alpha: float = 0.45,
-    mask_threshold: float = 0.5,
+    matched: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """``image`` uint8 CHW; returns a new uint8 CHW image."""
+    """``image`` uint8 CHW; returns a new uint8 CHW image. Colours come from the class label (``class_colour``), so
+    they are the same on every backend and every frame. ``matched`` (bool per detection), when given, draws
+    unmatched detections in red (the app's compare view)."""
     out = image
-    n = len(detections["boxes"])
+    n = len(det)
     if n == 0:
         return out.clone()
-    ids = detections["labels"].tolist()
+    ids = det.labels.tolist()
     colours = [class_colour(i) for i in ids]
-    if masks and "masks" in detections:
-        m = detections["masks"]
-        m = (m[:, 0] if m.dim() == 4 else m) > mask_threshold
-        out = draw_segmentation_masks(out, m.cpu(), alpha=mask_alpha, colors=colours)
+    if masks and det.masks is not None:
+        out = draw_segmentation_masks(out, torch.from_numpy(np.ascontiguousarray(det.masks)), alpha=mask_alpha,
+                                      colors=colours)
     if boxes or labels:
-        names = [
-            f"{class_names[i - 1] if 0 < i <= len(class_names) else i}: {s:.2f}"
-            for i, s in zip(ids, detections["scores"].tolist())
-        ]
+        names = [f"{name}: {s:.2f}" for name, s in zip(det.names(), det.scores.tolist())]
         width = max(1, round(max(image.shape[1:]) / 300))
         font = label_font()
-        out = draw_bounding_boxes(out, detections["boxes"].cpu(), labels=names if labels else None,
-                                  colors=colours, width=width if boxes else 0, font=font,
-                                  font_size=max(10, round(max(image.shape[1:]) / 45)) if font else None)
+        font_size = max(10, round(max(image.shape[1:]) / 45)) if font else None
+        box_t = torch.from_numpy(np.ascontiguousarray(det.boxes, dtype=np.float32))
+        if matched is not None:
+            colours = [c if ok else (255, 0, 0) for c, ok in zip(colours, matched.tolist())]
+        out = draw_bounding_boxes(out, box_t, labels=names if labels else None, colors=colours,
+                                  width=width if boxes else 0, font=font, font_size=font_size)
     return out
+
+
+def image_to_tensor(image) -> torch.Tensor:
+    """A PIL image or HxWx3 uint8 array as the uint8 CHW tensor torchvision's drawing utilities take."""
+    arr = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
 def to_pil(image: torch.Tensor):

@@ -22,6 +22,8 @@ from tqdm import tqdm
 
 from detdemo.data import collate
 from detdemo.engine.distributed import DistInfo, all_gather
+from detdemo.inference.detections import Detections, Predictor
+from detdemo.inference.eager import EagerPredictor
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -80,18 +82,15 @@ def dataset_to_coco(dataset, with_masks: bool) -> COCO:
     return gt
 
 
-def detections_to_coco(output: dict[str, torch.Tensor], image_id: int, cats: dict[int, int],
-                       mask_threshold: float = 0.5) -> list[dict]:
-    boxes = output["boxes"].detach().cpu()
-    scores = output["scores"].detach().cpu().tolist()
-    labels = output["labels"].detach().cpu().tolist()
-    masks = output.get("masks")
+def detections_to_coco(det: Detections, image_id: int, cats: dict[int, int]) -> list[dict]:
+    """COCO results entries (``bbox`` as x, y, width, height; ``segmentation`` as RLE) for one image."""
     results = []
-    for j, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
-        r = {"image_id": image_id, "category_id": cats.get(int(labels[j]), int(labels[j])),
-             "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(scores[j])}
-        if masks is not None:
-            r["segmentation"] = _rle((masks[j, 0] > mask_threshold).cpu().numpy())
+    for j, (x0, y0, x1, y1) in enumerate(det.boxes.tolist()):
+        label = int(det.labels[j])
+        r = {"image_id": image_id, "category_id": cats.get(label, label),
+             "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(det.scores[j])}
+        if det.masks is not None:
+            r["segmentation"] = _rle(det.masks[j])
         results.append(r)
     return results
 
@@ -125,38 +124,44 @@ def coco_evaluate(gt: COCO, results: list[dict], iou_types: tuple[str, ...], cla
     return out
 
 
-@torch.inference_mode()
-def predict_dataset(model, dataset, device: torch.device, info: DistInfo | None = None, workers: int = 0,
+def predict_dataset(predictor: Predictor, dataset, info: DistInfo | None = None, workers: int = 0,
                     progress: bool = True) -> list[dict]:
-    """COCO-format detections for this rank's share of the dataset, gathered on every rank."""
+    """COCO-format detections of ``predictor`` (any runtime) for this rank's share, gathered on every rank."""
     info = info or DistInfo()
     cats = category_ids(dataset)
     indices = list(range(info.rank, len(dataset), info.world_size))
     # Its own generator: evaluating must not advance the training RNG (resume exactness depends on it).
     loader = DataLoader(Subset(dataset, indices), batch_size=1, num_workers=workers, collate_fn=collate,
                         generator=torch.Generator().manual_seed(0))
-    model.eval()
     results: list[dict] = []
     for images, targets in tqdm(loader, desc="eval", disable=not (progress and info.is_main), leave=False):
-        outputs = model([img.to(device) for img in images])
-        for out, tgt in zip(outputs, targets):
-            results.extend(detections_to_coco(out, int(tgt["image_id"]), cats))
-    merged = [r for part in all_gather(results, info) for r in part]
-    return merged
+        for image, target in zip(images, targets):
+            results.extend(detections_to_coco(predictor.predict(image), int(target["image_id"]), cats))
+    return [r for part in all_gather(results, info) for r in part]
+
+
+def evaluate_predictor(predictor: Predictor, dataset, info: DistInfo | None = None, gt: COCO | None = None,
+                       workers: int = 0, progress: bool = True, masks: bool | None = None) -> EvalResult | None:
+    """COCO metrics of any predictor on ``dataset``; segm too when both the data and the model have masks.
+    Every rank predicts its share; rank 0 returns the result, the others None."""
+    info = info or DistInfo()
+    results = predict_dataset(predictor, dataset, info, workers, progress)
+    if not info.is_main:
+        return None
+    if masks is None:
+        masks = bool(getattr(dataset, "has_masks", False)) and any("segmentation" in r for r in results[:1])
+    gt = gt or dataset_to_coco(dataset, with_masks=masks)
+    return coco_evaluate(gt, results, ("bbox", "segm") if masks else ("bbox",), dataset.class_names)
 
 
 def evaluate_model(model, dataset, device: torch.device, info: DistInfo | None = None, gt: COCO | None = None,
                    workers: int = 0, progress: bool = True) -> EvalResult | None:
-    """Evaluate on every rank's share; rank 0 returns the result, the others None."""
-    info = info or DistInfo()
+    """A model being trained, evaluated through the same prediction path as every exported file."""
+    model = getattr(model, "module", model)
+    predictor = EagerPredictor(model, dataset.class_names, device=device)
     has_masks = bool(getattr(dataset, "has_masks", False)) and _predicts_masks(model)
-    results = predict_dataset(model, dataset, device, info, workers, progress)
-    if not info.is_main:
-        return None
-    gt = gt or dataset_to_coco(dataset, with_masks=has_masks)
-    return coco_evaluate(gt, results, ("bbox", "segm") if has_masks else ("bbox",), dataset.class_names)
+    return evaluate_predictor(predictor, dataset, info, gt, workers, progress, masks=has_masks)
 
 
 def _predicts_masks(model) -> bool:
-    model = getattr(model, "module", model)
     return getattr(getattr(model, "roi_heads", None), "mask_predictor", None) is not None

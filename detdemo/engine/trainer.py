@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from detdemo.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from detdemo.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from detdemo.data import collate, eval_transforms, open_dataset, train_transforms
 from detdemo.engine import distributed as dist_utils
 from detdemo.engine.config import TrainConfig
@@ -30,10 +30,8 @@ from detdemo.engine.evaluate import dataset_to_coco, evaluate_model
 from detdemo.engine.sampler import GroupedBatchSampler, aspect_groups
 from detdemo.engine.schedule import make_optimizer, make_scheduler
 from detdemo.errors import DetDemoError
-from detdemo.models import build_model, get_spec
-from detdemo.models.build import ModelConfig
-
-LAST, BEST = "last.pt", "best.pt"
+from detdemo.fileio import remove_stale_temps, write_json, write_text
+from detdemo.models import ModelConfig, build_model, get_spec, model_from_checkpoint
 
 
 class TrainingDiverged(DetDemoError):
@@ -123,8 +121,7 @@ class Trainer:
         if checkpoint is None and (self.out / LAST).exists():
             raise DetDemoError(f"{self.out} already holds a run ({LAST}); resume it with --resume {self.out} "
                                "or choose another --out")
-        if cfg.amp and self.device.type != "cuda":
-            warnings.warn("--amp only applies on CUDA; training in float32 on the CPU", stacklevel=2)
+        self.amp_dtype = amp_dtype(cfg.amp, self.device)
         seed_everything(cfg.seed + self.info.rank)
         self._make_data()
         self._make_model(checkpoint)
@@ -141,6 +138,12 @@ class Trainer:
         if "training_state" not in data:
             raise DetDemoError(f"{path}: has no training state to resume from (use the run's {LAST})")
         return data
+
+    @staticmethod
+    def recorded_config(resume: str) -> dict:
+        """The training settings a run was started with (read without loading its tensors)."""
+        path = Path(resume)
+        return load_checkpoint(path / LAST if path.is_dir() else path, mmap=True).get("train_config", {})
 
     def _make_data(self) -> None:
         cfg = self.cfg
@@ -208,10 +211,8 @@ class Trainer:
         cfg, info = self.cfg, self.info
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            for stale in self.out.glob(".*.tmp*"):  # left by a run killed mid-write; never a checkpoint
-                stale.unlink(missing_ok=True)
-            _atomic_text(self.out / "config.json", json.dumps({"train": cfg.to_dict(),
-                                                               "model": self.model_config.to_dict()}, indent=2))
+            remove_stale_temps(self.out)  # left by a run killed mid-write; never a checkpoint
+            write_json(self.out / "config.json", {"train": cfg.to_dict(), "model": self.model_config.to_dict()})
             self._trim_metrics(self.state.epoch)
         gt = None
         started = time.perf_counter()
@@ -258,7 +259,7 @@ class Trainer:
                 break
             images = [img.to(self.device, non_blocking=True) for img in images]
             targets = [_drop_crowd(t, self.device) for t in targets]
-            with torch.autocast(self.device.type, enabled=self.scaler.is_enabled()):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 loss_dict = self.ddp(images, targets)
             loss = sum(loss_dict.values())
             logged = dist_utils.reduce_mean({k: float(v.detach()) for k, v in loss_dict.items()}, info)
@@ -306,8 +307,12 @@ class Trainer:
         if improved:
             self.state.best_ap, self.state.best_epoch = ap, epoch + 1
         metrics["best_bbox_AP"] = self.state.best_ap if self.state.best_epoch > 0 else None
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(metrics) + "\n")
+        # Order matters for a kill at any point: the metrics line, then best.pt, then last.pt. Resuming from the
+        # previous last.pt forgets the later metrics line and re-runs the epoch, which rewrites best.pt if it
+        # improves again; a kill between best.pt and last.pt can therefore never lose the best checkpoint.
+        path = self.out / "metrics.jsonl"
+        previous = path.read_text(encoding="utf-8") if path.exists() else ""
+        write_text(path, previous + json.dumps(metrics) + "\n")
         scalar = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
         training_state = {
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -315,29 +320,55 @@ class Trainer:
             "best_epoch": self.state.best_epoch,
             "rng": rngs,
         }
-        save_checkpoint(self.out / LAST, self.model, self.model_config, train_config=self.cfg.to_dict(),
-                        metrics=scalar, training_state=training_state)
         if improved or (ap is None and epoch + 1 == self.cfg.epochs):
             save_checkpoint(self.out / BEST, self.model, self.model_config, train_config=self.cfg.to_dict(),
                             metrics=scalar)
+        _before_last_checkpoint(self.out)
+        save_checkpoint(self.out / LAST, self.model, self.model_config, train_config=self.cfg.to_dict(),
+                        metrics=scalar, training_state=training_state)
         from detdemo.engine.curves import plot_curves
 
         plot_curves(self.out / "metrics.jsonl", self.out / "curves.png")
 
     def _trim_metrics(self, next_epoch: int) -> None:
-        """On resume, forget lines of epochs that will be run again (a kill between metrics and checkpoint)."""
+        """Reconcile metrics.jsonl with the checkpoint the run starts from: keep the lines of epochs it holds,
+        forget those that will run again (a kill between metrics and checkpoint) and any torn line."""
         path = self.out / "metrics.jsonl"
         if not path.exists():
             return
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= next_epoch]
-        _atomic_text(path, "".join(ln + "\n" for ln in kept))
+        kept, torn = [], 0
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                epoch = json.loads(line).get("epoch", 0)
+            except ValueError:
+                torn += 1
+                continue
+            if epoch <= next_epoch:
+                kept.append(line)
+        if torn:
+            warnings.warn(f"{path}: dropped {torn} unreadable line(s) left by an interrupted write", stacklevel=2)
+        write_text(path, "".join(ln + "\n" for ln in kept))
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+def _before_last_checkpoint(out: Path) -> None:
+    """A no-op hook between best.pt and last.pt, where the kill tests interrupt a run."""
+
+
+def amp_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
+    """``--amp``: fp16 on CUDA (with GradScaler), bf16 autocast on a CPU that has bf16 instructions, else off."""
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    from detdemo.inference.eager import bf16_supported
+
+    if bf16_supported(device):
+        return torch.bfloat16
+    warnings.warn("--amp: this CPU has no bf16 instructions (AVX512-BF16 or AMX); training in float32",
+                  stacklevel=3)
+    return None
 
 
 def fit(cfg: TrainConfig | None, resume: str | None = None, progress: bool = True, **overrides) -> Path:

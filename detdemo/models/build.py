@@ -16,8 +16,8 @@ from typing import Any
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from detdemo.checkpoint import CheckpointError, is_checkpoint, load_checkpoint
 from detdemo.errors import DetDemoError
-from detdemo.models.heads import replace_heads
 from detdemo.models.registry import ModelSpec, get_spec
 from detdemo.models.weights import resolve_enum, weights_from
 
@@ -123,7 +123,7 @@ def build_model(
         raise DetDemoError(f"{arch}: num_keypoints only applies to keypoint models")
 
     weights_file = _as_file(weights)
-    if weights_file is not None and _is_detdemo_checkpoint(weights_file):
+    if weights_file is not None and is_checkpoint(weights_file):
         return _from_checkpoint(Path(weights), spec, num_classes, class_names, kw, num_keypoints)
 
     bb_member, bb_file = _backbone_arg(spec, weights_backbone)
@@ -142,7 +142,7 @@ def build_model(
                 model = spec.builder(weights=member, weights_backbone=None,
                                      trainable_backbone_layers=trainable_backbone_layers,
                                      **{k: v for k, v in kw.items() if k != "num_keypoints"})
-            replace_heads(model, num_classes, kw.get("num_keypoints"))
+            spec.family_info.replace_heads(model, num_classes, kw.get("num_keypoints"))
             source = str(local or member)
     bn, frozen = describe_frozen(model)
     cfg = ModelConfig(arch, num_classes, class_names, {k: v for k, v in kw.items() if k != "num_keypoints"},
@@ -150,29 +150,21 @@ def build_model(
     return model, cfg
 
 
-def _is_detdemo_checkpoint(path: Path) -> bool:
-    from detdemo.checkpoint import is_checkpoint
-
-    return is_checkpoint(path)
-
-
 def _from_checkpoint(path: Path, spec: ModelSpec, num_classes: int, class_names: list[str], kw: dict,
                      num_keypoints: int | None) -> tuple[nn.Module, ModelConfig]:
     """Fine-tune from one of our own checkpoints: same architecture, heads replaced for the new classes."""
-    from detdemo.checkpoint import load_model
-
     model, old = load_model(path)
     if old.arch != spec.name:
         raise DetDemoError(f"{path}: is a {old.arch} checkpoint, cannot start {spec.name} from it")
     if old.num_classes != num_classes or old.class_names != class_names:
-        replace_heads(model, num_classes, num_keypoints)
+        spec.family_info.replace_heads(model, num_classes, num_keypoints)
     kwargs = {**old.kwargs, **{k: v for k, v in kw.items() if k != "num_keypoints"}}
-    _apply_kwargs(model, kwargs)
+    _apply_kwargs(model, spec, kwargs)
     bn, frozen = describe_frozen(model)
     return model, ModelConfig(spec.name, num_classes, class_names, kwargs, old.num_keypoints, bn, frozen, str(path))
 
 
-def _apply_kwargs(model: nn.Module, kwargs: dict) -> None:
+def _apply_kwargs(model: nn.Module, spec: ModelSpec, kwargs: dict) -> None:
     """Change inference-time settings on a built model (sizes, thresholds), as the builders would have set them."""
     t = getattr(model, "transform", None)
     if t is not None and "min_size" in kwargs:
@@ -180,13 +172,7 @@ def _apply_kwargs(model: nn.Module, kwargs: dict) -> None:
             else (kwargs["min_size"],)
     if t is not None and "max_size" in kwargs:
         t.max_size = kwargs["max_size"]
-    roi = getattr(model, "roi_heads", None)
-    mapping = {"box_score_thresh": (roi, "score_thresh"), "box_nms_thresh": (roi, "nms_thresh"),
-               "box_detections_per_img": (roi, "detections_per_img"), "score_thresh": (model, "score_thresh"),
-               "nms_thresh": (model, "nms_thresh"), "detections_per_img": (model, "detections_per_img")}
-    for key, (obj, attr) in mapping.items():
-        if key in kwargs and obj is not None and hasattr(obj, attr):
-            setattr(obj, attr, kwargs[key])
+    spec.family_info.apply_thresholds(model, kwargs)
 
 
 def rebuild(cfg: ModelConfig) -> nn.Module:
@@ -212,3 +198,25 @@ def _freeze_like(model: nn.Module, cfg: ModelConfig) -> None:
     frozen = set(cfg.frozen_parameters)
     for name, p in model.named_parameters():
         p.requires_grad_(name not in frozen)
+
+
+def model_from_checkpoint(data: dict) -> tuple[nn.Module, ModelConfig]:
+    """The model a loaded checkpoint dictionary describes, with its weights, in eval mode."""
+    where = data.get("path", "checkpoint")
+    try:
+        cfg = ModelConfig.from_dict(data["model_config"])
+        model = rebuild(cfg)
+    except (TypeError, KeyError, ValueError, DetDemoError) as exc:
+        raise CheckpointError(f"{where}: its model description cannot be rebuilt ({exc})") from None
+    try:
+        model.load_state_dict(data["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0:3]
+        raise CheckpointError(f"{where}: weights do not fit {cfg.arch} ({' '.join(first)})") from None
+    return model.eval(), cfg
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, ModelConfig]:
+    """Rebuild the model a checkpoint describes, with its weights, in eval mode. No flags to repeat."""
+    model, cfg = model_from_checkpoint(load_checkpoint(path))
+    return model.to(device), cfg

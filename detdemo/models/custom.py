@@ -18,6 +18,7 @@ from torchvision.models.detection.rpn import AnchorGenerator
 from torchvision.models.mobilenetv2 import MobileNet_V2_Weights
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
+import detdemo.models.families  # noqa: F401  (registers the families these models belong to)
 from detdemo.models.registry import ModelSpec, register
 
 LIGHT_STAGE_END = 14  # features[:14] ends at stride 16 with 96 channels

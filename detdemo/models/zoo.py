@@ -5,6 +5,7 @@ from __future__ import annotations
 from torchvision.models import detection as tvd
 from torchvision.models import mobilenetv3, resnet, vgg
 
+import detdemo.models.families  # noqa: F401  (registers the families these models belong to)
 from detdemo.models.registry import ModelSpec, register
 
 R50 = resnet.ResNet50_Weights

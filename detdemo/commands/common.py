@@ -1,0 +1,45 @@
+"""Options that several commands share, declared once: which model, which backend, which device."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_model_options(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    from export.formats import BACKENDS
+
+    p.add_argument("--model", "--checkpoint", dest="model", required=required, metavar="PATH",
+                   help="a detdemo checkpoint, a TorchScript or ONNX file, an export folder or a training run folder "
+                        "(--checkpoint is an alias)")
+    p.add_argument("--backend", choices=tuple(BACKENDS), default=None,
+                   help="runtime (default: the one that reads the file; for a folder, PyTorch)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def load_from_args(args: argparse.Namespace):
+    """The predictor the options name; notes (a CUDA fallback) are printed as warnings."""
+    from export.runtime import load_predictor
+
+    predictor = load_predictor(args.model, args.backend, args.device)
+    for note in predictor.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    return predictor
+
+
+def list_images(path):
+    """An image file, or the images in a folder (by extension), sorted; DataError when there are none."""
+    from pathlib import Path
+
+    from detdemo.errors import DataError
+    from detdemo.fileio import IMAGE_EXTENSIONS
+
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise DataError(f"{path}: input not found")
+    images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not images:
+        raise DataError(f"{path}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder")
+    return images

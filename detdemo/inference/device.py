@@ -1,0 +1,71 @@
+"""Where a model runs: the device a user asked for, checked; and how many CPU threads this process may really use.
+
+``os.cpu_count()`` reports the host's cores, not this process's share: inside a container (a CPU Space has 2
+vCPUs on a many-core host) that oversubscribes the cores and slows everything down. The affinity mask and the
+cgroup CPU quota say what the process may use.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from detdemo.errors import DetDemoError
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+def resolve_device(requested: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` -> the GPU when PyTorch sees one, else the CPU; ``cuda`` on a machine without one is an error."""
+    text = str(requested or "auto").strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or text.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise DetDemoError(f"device {text!r} requested, but PyTorch sees no CUDA GPU on this machine "
+                               f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); "
+                               "use --device cpu or auto")
+        index = text.partition(":")[2]
+        if index:
+            if not index.isdigit() or int(index) >= torch.cuda.device_count():
+                raise DetDemoError(f"device {text!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+                                   f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+            return torch.device("cuda", int(index))
+        return torch.device("cuda", torch.cuda.current_device())
+    raise DetDemoError(f"unknown device {requested!r}; choose {DEVICE_CHOICES}")
+
+
+def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by the cgroup quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), or None when unlimited."""
+    try:
+        v2 = root / "cpu.max"
+        if v2.is_file():
+            parts = v2.read_text().split()  # "max 100000" or "200000 100000"
+            if parts and parts[0] != "max":
+                return int(parts[0]) / int(parts[1] if len(parts) > 1 else 100000)
+            return None
+        v1_quota, v1_period = root / "cpu" / "cpu.cfs_quota_us", root / "cpu" / "cpu.cfs_period_us"
+        if v1_quota.is_file() and v1_period.is_file():
+            quota = int(v1_quota.read_text())
+            if quota > 0:
+                return quota / int(v1_period.read_text())
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity mask, capped by the cgroup quota (rounded up), at least 1."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        count = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup_root)
+    if quota is not None:
+        count = min(count, max(1, math.ceil(quota)))
+    return max(1, count)

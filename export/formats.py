@@ -1,0 +1,53 @@
+"""Formats and backends, each declared once: what an export folder holds and which runtime reads each file.
+
+A leaf (no torch, no onnx): the exporters, the runtimes, the CLI and the app all read these tables, so a new
+format or backend is one row here plus its exporter or runtime class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EAGER_FILE = "model.pt"  # the checkpoint an export folder carries: the reference for parity and accuracy checks
+MANIFEST = "export.json"  # what was exported, when, from what, with which export id and verified figures
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    label: str  # for people (the app's radio buttons, reports)
+    reads: str  # the file kind it runs: "checkpoint", "torchscript" or "onnx"
+    runtime: str  # "module:Class", imported only when used
+    unsafe: bool = False  # loading runs code from the file: never for files from strangers
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str  # --format value
+    file: str  # its file name in an export folder
+    backend: str  # the backend that runs it
+    exporter: str  # "module:function", imported only when used
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("pytorch", "PyTorch", "checkpoint", "detdemo.inference.eager:EagerPredictor"),
+    Backend("torchscript", "TorchScript", "torchscript", "export.runtime:TorchScriptPredictor", unsafe=True),
+    Backend("onnxruntime", "ONNX Runtime", "onnx", "export.runtime:OnnxPredictor"),
+)}
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("torchscript", "model.torchscript.pt", "torchscript", "export.exporters:export_torchscript"),
+    Format("onnx", "model.onnx", "onnxruntime", "export.exporters:export_onnx"),
+)}
+
+DEFAULT_BACKEND_FOR_KIND = {"checkpoint": "pytorch", "torchscript": "torchscript", "onnx": "onnxruntime"}
+
+
+def backend_label(name: str) -> str:
+    return BACKENDS[name].label if name in BACKENDS else name
+
+
+def files_for_backend(backend: str) -> list[str]:
+    """File names an export folder may hold for ``backend``, preferred first."""
+    names = [f.file for f in FORMATS.values() if f.backend == backend]
+    return [EAGER_FILE, *names] if backend == "pytorch" else names
