@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import resource
 import sys
@@ -54,9 +53,9 @@ def machine() -> dict:
 
 def write_json(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
-    return path
+    from detdemo.fileio import write_json as write_atomically
+
+    return write_atomically(RESULTS / f"{name}.json", {"machine": machine(), **payload})
 
 
 def table(rows: list[dict], columns: list[str]) -> str:

@@ -86,7 +86,9 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     rows, parity = [], {}
-    files = {"pytorch": "model.pt", "torchscript": "model.torchscript.pt", "onnxruntime": "model.onnx"}
+    from export.formats import BACKENDS
+
+    files = {b: b for b in BACKENDS}  # each worker loads the export folder with its backend (load_predictor)
     for arch in args.models:
         folder = prepare(arch, work)
         check = subprocess.run([sys.executable, "-m", "detdemo", "check-export", str(folder), "--images", *images],
@@ -101,7 +103,7 @@ def main() -> None:
             order = list(files) if r % 2 == 0 else list(files)[::-1]
             for backend in order:
                 cmd = [sys.executable, "-m", "bench.export_latency", "--repeats", str(args.repeats), "--worker",
-                       backend, str(folder / files[backend]), json.dumps(images)]
+                       backend, str(folder), json.dumps(images)]
                 proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
                 if proc.returncode:
                     raise RuntimeError(proc.stderr[-3000:])

@@ -19,6 +19,7 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from detdemo.errors import DetDemoError
+from detdemo.fileio import atomic_path, write_text
 
 
 def _regular(n: int, phase: float = 0.0):
@@ -145,7 +146,8 @@ def write_split(out: Path, split: str, count: int, seed: int, cfg: ShapesConfig,
         rng = np.random.default_rng([seed, split_key, i])
         img, instances = draw_image(rng, cfg)
         name = f"{split}_{i:06d}.jpg"
-        img.save(image_dir / name, quality=cfg.jpeg_quality)
+        with atomic_path(image_dir / name) as tmp:
+            img.save(tmp, format="JPEG", quality=cfg.jpeg_quality)
         images.append({"id": i + 1, "file_name": name, "width": img.width, "height": img.height})
         for inst in instances:
             annotations.append(_annotation(len(annotations) + 1, i + 1, inst))
@@ -159,10 +161,7 @@ def write_split(out: Path, split: str, count: int, seed: int, cfg: ShapesConfig,
     ann_dir = out / "annotations"
     ann_dir.mkdir(parents=True, exist_ok=True)
     path = ann_dir / f"instances_{split}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(coco))
-    tmp.replace(path)
-    return path
+    return write_text(path, json.dumps(coco))
 
 
 def generate_shapes(out: str | Path, train: int, val: int, seed: int = 0, cfg: ShapesConfig | None = None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from detdemo.fileio import atomic_path
+
 
 def plot_curves(metrics_path: Path, out_path: Path) -> Path:
     import matplotlib
@@ -27,8 +29,7 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path:
     if ax_ap.lines:
         ax_ap.legend(fontsize=7)
     fig.tight_layout()
-    tmp = out_path.with_name(f".{out_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
-    tmp.replace(out_path)
     return out_path
