@@ -58,8 +58,7 @@ def test_bundled_model_is_small_complete_and_documented():
         assert name in files
     assert sum(files.values()) <= 25 * 1024 * 1024, files
     manifest = json.loads((BUNDLED / "export.json").read_text())
-    assert manifest["arch"] == "maskrcnn_light"
-    assert manifest["metrics"]["bbox_AP"] > 0.7 and manifest["metrics"]["segm_AP"] > 0.7  # detects shapes well
+    assert manifest["arch"] == "maskrcnn_light"  # how well it detects is measured, in test_prediction_path
 
 
 def test_bundled_model_finds_the_shapes_in_unseen_images(catalogue, val_images):

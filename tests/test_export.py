@@ -95,7 +95,8 @@ def test_parity_on_real_photos_and_hard_probes(light_export, shapes_dir):
         blank = probes.index("blank_320x240")
         assert probes[blank + 1].startswith("after_blank_")  # same session, right after the blank image
         assert sum(r["n_reference"] for r in rows) > 100  # detections were really compared
-        assert all(r["mask_iou_min"] is None or r["mask_iou_min"] >= 0.99 for r in rows)
+        assert all(r["mask_iou_min"] is None or r["mask_iou_min"] >= 0.999 for r in rows)
+        assert report["backends"][backend]["overall"]["max_mask_prob_diff"] is not None
     md = (light_export / "parity.md").read_text()
     assert "| probe |" in md and "PASS" in md
 
@@ -183,16 +184,20 @@ def test_predictors_accept_pil_and_arrays_alike(light_export, shapes_dir):
         assert a.names()[0] in ("circle", "square", "triangle")
 
 
-def test_zero_detections_then_detections_in_one_session(shapes_dir, tmp_path):
-    ckpt = briefly_trained("fasterrcnn_light", shapes_dir, tmp_path / "none.pt", steps=2, box_score_thresh=1.01)
-    export_checkpoint(ckpt, ("torchscript", "onnx"), tmp_path / "none")
-    img = np.asarray(Image.open(sorted((shapes_dir / "val").iterdir())[0]).convert("RGB"))
-    for pred in (TorchScriptPredictor(tmp_path / "none" / "model.torchscript.pt"),
-                 OnnxPredictor(tmp_path / "none" / "model.onnx")):
-        empty = pred.predict(img)
-        assert len(empty) == 0 and empty.boxes.shape == (0, 4)
-    rc, report, out = check(tmp_path / "none", str(shapes_dir / "val"))
-    assert rc == 0 and all(r["n_candidate"] == 0 for b in report["backends"].values() for r in b["images"])
+def test_zero_detections_then_detections_in_one_session(shapes_dir):
+    """A blank image (no detections, empty outputs) must not leave an exported session unable to detect on the next
+    image: the bundled model sees nothing on grey, then the shapes."""
+    bundled = Path(__file__).resolve().parents[1] / "models" / "shapes"
+    eager = EagerPredictor.from_checkpoint(bundled / "model.pt")
+    blank = np.full((240, 320, 3), 127, np.uint8)
+    img = np.asarray(Image.open(sorted((shapes_dir / "val").iterdir())[0]).convert("RGB").resize((300, 300)))
+    expected = eager.predict(img)
+    assert len(eager.predict(blank)) == 0 and len(expected) > 0
+    for pred in (TorchScriptPredictor(bundled / "model.torchscript.pt"), OnnxPredictor(bundled / "model.onnx")):
+        empty = pred.predict(blank)
+        assert len(empty) == 0 and empty.boxes.shape == (0, 4) and empty.masks.shape == (0, 240, 320)
+        after = pred.predict(img)
+        assert len(after) == len(expected) and np.abs(after.boxes - expected.boxes).max() < 0.05, pred.backend
 
 
 SSDLITE_TIES = pytest.mark.xfail(
@@ -214,7 +219,9 @@ def test_every_architecture_exports_to_both_formats_with_parity(arch, shapes_dir
     val = sorted((shapes_dir / "val").iterdir())
     rc, report, out = check(tmp_path / "exp", str(val[0]), str(val[1]), probes="basic")
     assert rc == 0, out
-    assert report["backends"]["torchscript"]["overall"]["max_box_diff_px"] == 0.0  # same kernels: bit-exact
+    torchscript = report["backends"]["torchscript"]
+    assert sum(r["matched"] for r in torchscript["images"]) > 0, out  # pairs were compared, so 0.0 means bit-exact
+    assert torchscript["overall"]["max_box_diff_px"] == 0.0 and torchscript["overall"]["excused"] == 0
 
 
 def test_export_cli_errors(tmp_path, capsys):

@@ -141,3 +141,36 @@ def test_cgroup_cpu_quota_caps_the_thread_count(tmp_path):
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")  # half a CPU rounds up to one
     (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     assert usable_cpus(v1) == 1
+
+
+def test_eval_equals_pycocotools_run_on_our_own_results_file(val_set, tmp_path):
+    """The whole path: model outputs -> our COCO results JSON (`detdemo predict`) -> pycocotools' own loadRes and
+    COCOeval on the dataset's annotation file -> the same twelve figures as `detdemo eval`."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from detdemo.data.images import open_image
+    from detdemo.engine.evaluate import STAT_NAMES
+
+    assert main(["eval", "--model", str(BUNDLED), "--data", str(val_set), "--out", str(tmp_path / "e.json")]) == 0
+    ours = json.loads((tmp_path / "e.json").read_text())["stats"]
+    assert main(["predict", "--model", str(BUNDLED), "--input", str(val_set / "val"), "--out", str(tmp_path / "p"),
+                 "--score-threshold", "0"]) == 0
+    results_file = tmp_path / "p" / "predictions.json"
+    results = json.loads(results_file.read_text())
+    # boxes are COCO's x, y, width, height: checked against the predictor's own XYXY output
+    first = load_predictor(BUNDLED).predict(open_image(sorted((val_set / "val").iterdir())[0]), score_threshold=0)
+    x0, y0, x1, y1 = first.boxes[0].tolist()
+    assert results[0]["image_id"] == 1 and results[0]["bbox"] == pytest.approx([x0, y0, x1 - x0, y1 - y0])
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(val_set / "annotations" / "instances_val.json"))
+        for iou_type in ("bbox", "segm"):
+            ev = COCOeval(gt, gt.loadRes(str(results_file)), iou_type)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+            assert ours[iou_type] == pytest.approx(dict(zip(STAT_NAMES, ev.stats.tolist())), abs=1e-12), iou_type
+    assert ours["bbox"]["AP"] > 0.5 and ours["segm"]["AP"] > 0.5  # a well-working model: xyxy boxes would sink it

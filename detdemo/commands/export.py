@@ -60,7 +60,7 @@ def run_check(args: argparse.Namespace) -> int:
     from detdemo.errors import DetDemoError
     from detdemo.models import get_spec
     from export.formats import BACKENDS
-    from export.parity import Tolerances, default_probes, run_parity, write_reports
+    from export.parity import Tolerances, default_probes, run_parity, summary_line, write_reports
     from export.runtime import folder_files, load_predictor, read_manifest
 
     folder = Path(args.dir)
@@ -87,12 +87,8 @@ def run_check(args: argparse.Namespace) -> int:
     out = Path(args.report_dir) if args.report_dir else folder
     js, md = write_reports(report, out)
     for backend, b in report["backends"].items():
-        o = b["overall"]
-        print(f"{BACKENDS[backend].label:12s} {'PASS' if b['passed'] else 'FAIL'}  detections {o['detections']}, "
-              f"unmatched {o['unmatched']}, at cut-off {o['boundary']}, max box diff {o['max_box_diff_px']:.3g} px, "
-              f"max score diff {o['max_score_diff']:.3g}, min mask IoU {o['mask_iou_min']}"
-              + (f" ({o['masks_not_compared']} masks of boxes < {tol.mask_min_box_px} px not compared)"
-                 if o["masks_not_compared"] else ""))
+        print(f"{BACKENDS[backend].label:12s} {'PASS' if b['passed'] else 'FAIL'}  "
+              + summary_line(b["overall"], report["tolerances"]))
         for r in b["images"]:
             if not r["passed"]:
                 print(f"  {r['probe']}: {'; '.join(r['reasons'])}")
