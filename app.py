@@ -60,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     except DetDemoError as exc:
         print(f"detdemo: error: {exc}", file=sys.stderr)
         return 2
+    from detdemo.app.upload import MAX_UPLOAD_BYTES
+
     demo.queue(max_size=64).launch(server_name=args.host, server_port=args.port, share=args.share,
-                                   max_file_size="50mb", show_error=True)
+                                   max_file_size=MAX_UPLOAD_BYTES, show_error=True)
     return 0
 
 

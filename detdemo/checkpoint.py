@@ -79,14 +79,19 @@ def _read(path: Path, map_location, mmap: bool) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - torch raises many types; all mean "unreadable file" to a user
-        text = str(exc)
-        if "weights_only" in text or "Unsupported global" in text:
-            reason = "it contains Python objects that cannot be loaded safely (refusing to unpickle)"
-        elif "zip" in text or "PytorchStreamReader" in text or "EOF" in text or "truncated" in text:
-            reason = "the file is truncated or corrupt"
-        else:
-            reason = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
-        raise CheckpointError(f"{path}: cannot read checkpoint: {reason}") from None
+        raise CheckpointError(f"{path}: cannot read checkpoint: {load_error_reason(exc)}") from None
+
+
+def load_error_reason(exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in our words. torch's own text advises retrying with
+    ``weights_only=False``, i.e. unpickling whatever the file holds: advice we must never pass on."""
+    text = str(exc)
+    if "weights_only" in text or "Unsupported global" in text or "Weights only load failed" in text:
+        return "it contains Python objects that cannot be loaded safely (refusing to unpickle)"
+    if "zip" in text or "PytorchStreamReader" in text or "EOF" in text or "truncated" in text:
+        return "the file is truncated or corrupt"
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 TEMP_SUFFIX = ".tmp"
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")  # preferred first
 
 
 def _umask() -> int:

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
+from detdemo.errors import DetDemoError
 from detdemo.inference.detections import Detections
 
 
@@ -168,10 +169,11 @@ def compare(probe: str, ref: Detections, cand: Detections, tol: Tolerances, cap:
 
 def _compare_pairs(rep: ImageParity, ref: Detections, cand: Detections, pairs: list, judged: list,
                    tol: Tolerances) -> None:
-    for output in ("masks", "keypoints"):  # an output one side lacks is a broken export, detections or not
-        if (getattr(ref, output) is None) != (getattr(cand, output) is None):
-            missing = "export" if getattr(cand, output) is None else "reference"
-            rep.reasons.append(f"{output} missing from the {missing}")
+    presence = {"masks": (ref.has_masks, cand.has_masks),
+                "keypoints": (ref.keypoints is not None, cand.keypoints is not None)}
+    for output, (in_ref, in_cand) in presence.items():  # an output one side lacks is a broken export
+        if in_ref != in_cand:
+            rep.reasons.append(f"{output} missing from the {'export' if in_ref else 'reference'}")
     if rep.unmatched:
         rep.reasons.append(f"{rep.unmatched} unmatched detection(s)")
     if pairs:
@@ -191,16 +193,17 @@ def _compare_pairs(rep: ImageParity, ref: Detections, cand: Detections, pairs: l
         rep.max_mask_prob_diff = float(np.abs(ref.mask_probs[ri] - cand.mask_probs[ci]).max())
         if rep.max_mask_prob_diff > tol.mask_prob:
             rep.reasons.append(f"soft mask probability differs by {rep.max_mask_prob_diff:.3g} > {tol.mask_prob}")
-    if ref.masks is not None and cand.masks is not None:
+    if ref.has_masks and cand.has_masks:
         sides = np.minimum(ref.boxes[ri, 2] - ref.boxes[ri, 0], ref.boxes[ri, 3] - ref.boxes[ri, 1])
         wide = sides >= tol.mask_min_box_px
         rep.masks_not_compared = int((~wide).sum())
-        if wide.any():
-            a, b = ref.masks[ri[wide]], cand.masks[ci[wide]]
-            inter = (a & b).reshape(len(a), -1).sum(1)
-            union = (a | b).reshape(len(a), -1).sum(1)
-            ious = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-            rep.mask_iou_min, rep.mask_iou_mean = float(ious.min()), float(ious.mean())
+        ious = []
+        for r, c in zip(ri[wide], ci[wide]):  # one pair of pasted masks at a time, whatever the image size
+            a, b = ref.mask(r), cand.mask(c)
+            union = int((a | b).sum())
+            ious.append(int((a & b).sum()) / union if union else 1.0)
+        if ious:
+            rep.mask_iou_min, rep.mask_iou_mean = float(min(ious)), float(np.mean(ious))
             if rep.mask_iou_min < tol.mask_iou_min:
                 rep.reasons.append(f"mask IoU {rep.mask_iou_min:.4f} < {tol.mask_iou_min}")
     if ref.keypoints is not None and cand.keypoints is not None:
@@ -212,16 +215,24 @@ def _compare_pairs(rep: ImageParity, ref: Detections, cand: Detections, pairs: l
 # -- probes ------------------------------------------------------------------------------------------------------
 
 
-def default_probes(images: list[Path] | None = None, seed: int = 0,
-                   extras: bool = True) -> list[tuple[str, Image.Image]]:
+def default_probes(images: list[Path] | None = None, seed: int = 0, extras: bool = True,
+                   skipped: list[str] | None = None) -> list[tuple[str, Image.Image]]:
     """The probe sequence, in this order (the order matters: the blank image precedes a real one in the same
     session): real images of several sizes, blank, real after blank, tiny 64x48, large 2000x1500, grayscale."""
     from detdemo.data.images import open_image
     from detdemo.data.shapes import ShapesConfig, draw_image
 
-    if images:
-        reals = [(p.name, open_image(p)) for p in images]
-    else:  # synthetic stand-ins at varied sizes and aspect ratios
+    reals = []
+    for path in images or []:  # an unreadable file is reported (``skipped``) and the rest still checked
+        try:
+            reals.append((path.name, open_image(path)))
+        except DetDemoError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
+    if images and not reals:
+        raise DetDemoError(f"none of the {len(images)} probe image(s) could be read: {'; '.join(skipped or [])}")
+    if not images:  # synthetic stand-ins at varied sizes and aspect ratios
         reals = []
         for i, (lo, hi) in enumerate([(200, 260), (300, 420), (420, 640)]):
             rng = np.random.default_rng([seed, i])

@@ -341,3 +341,49 @@ def test_real_browser_uploads_and_sees_the_result(live_app, val_images, tmp_path
     if artifacts != tmp_path:
         shutil.copy(shot, artifacts / "browser.png")
     assert shot.stat().st_size > 10_000
+
+
+def _data_url(path: Path, mime: str = "image/png") -> str:
+    import base64
+
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _call_with_url(live_app: str, url: str, backend: str = "onnxruntime"):
+    """What an API user does without gradio_client: POST the image as a data URL, then read the event stream."""
+    import urllib.request
+
+    body = json.dumps({"data": [{"url": url, "meta": {"_type": "gradio.FileData"}}, BUNDLED_MODEL_NAME, backend, 0.5,
+                                True, True, True]}).encode()
+    request = urllib.request.Request(live_app + "gradio_api/call/predict", body,
+                                     {"Content-Type": "application/json"})
+    event_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["event_id"]
+    stream = urllib.request.urlopen(f"{live_app}gradio_api/call/predict/{event_id}", timeout=60).read().decode()
+    kind = re.findall(r"^event: (\w+)", stream, re.M)[-1]
+    data = json.loads(re.findall(r"^data: (.*)$", stream, re.M)[-1])
+    return kind, data
+
+
+def test_data_url_inputs_go_through_the_same_decoder_and_limits(live_app, catalogue, val_images, tmp_path):
+    path = val_images[0][0]
+    kind, data = _call_with_url(live_app, _data_url(path, "image/jpeg"))
+    assert kind == "complete" and data[1]["data"] == predict(catalogue, path).rows
+    deep = tmp_path / "deep.png"  # 16-bit grayscale: Gradio's own decoding gave 0 detections here
+    gray = np.asarray(Image.open(path).convert("L"), dtype=np.uint16) * 257
+    Image.fromarray(gray).save(deep)
+    kind, data = _call_with_url(live_app, _data_url(deep))
+    assert kind == "complete" and data[1]["data"] == predict(catalogue, deep).rows and len(data[1]["data"]) > 0
+    for url, message in (("data:image/png;base64,@@@notbase64", "not valid base64"),
+                         ("data:image/png;base64," + "QUJD" * 10, "not an image file Pillow can read"),
+                         ("data:image/png;base64," + "A" * (70 * 1024 * 1024), "over the 50 MB upload limit")):
+        kind, data = _call_with_url(live_app, url)
+        assert kind == "error" and message in json.dumps(data), (message, data)
+    kind, data = _call_with_url(live_app, _data_url(path, "image/jpeg"))  # and it keeps serving
+    assert kind == "complete"
+
+
+def test_uploads_are_deleted_from_the_cache_on_a_schedule():
+    from detdemo.app.ui import CACHE_CLEANUP
+
+    demo = app_module.make_demo(app_module.parse_args(["--no-coco"]))
+    assert demo.delete_cache == CACHE_CLEANUP and CACHE_CLEANUP[1] <= 24 * 3600

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -76,6 +77,13 @@ def entry_from_path(path: str | Path, name: str | None = None) -> ModelEntry:
     return ModelEntry(name or path.name, files, missing, _describe(folder))
 
 
+def public(message: str) -> str:
+    """A message fit for the page: the server's folders replaced by the names a user can act on."""
+    import torch
+
+    return message.replace(str(Path(torch.hub.get_dir())), "$TORCH_HOME/hub").replace(str(Path.home()), "~")
+
+
 @contextlib.contextmanager
 def _socket_timeout(seconds: float) -> Iterator[None]:
     """torch.hub downloads with urllib and no timeout; a firewalled machine would otherwise hang the request."""
@@ -108,8 +116,9 @@ def coco_entry() -> ModelEntry:
 
     state = "in the torch cache" if target.is_file() else "not downloaded yet: downloads on first use (~170 MB)"
     reason = "torchvision's COCO model is offered in PyTorch only (export your own fine-tuned model for the others)"
+    # The page names the file, never the server's folders (the log has the full path for the operator).
     return ModelEntry(COCO_MODEL_NAME, {}, {"torchscript": reason, "onnxruntime": reason},
-                      f"80 COCO classes; weights {state} ({target})", loader=load)
+                      f"80 COCO classes; weights {state} ({target.name})", loader=load)
 
 
 class Catalogue:
@@ -154,7 +163,8 @@ class Catalogue:
                 else:
                     predictor = entry.loader()
             except DetDemoError as exc:
-                message = f"{name} ({BACKEND_LABELS[backend]}) is unavailable: {exc}"
+                print(f"detdemo app: {name} ({backend}): {exc}", file=sys.stderr)  # the operator's full story
+                message = f"{name} ({BACKEND_LABELS[backend]}) is unavailable: {public(str(exc))}"
                 if entry.loader is not None:
                     self._failures[key] = message
                 raise DetDemoError(message) from None

@@ -26,7 +26,7 @@ TIMING_COLUMNS = ["stage", "ms"]
 
 @dataclass
 class PredictRequest:
-    image_path: str | Path | None
+    image_path: str | Path | Image.Image | None  # a file, or an image decoded from a data URL
     model: str
     backend: str
     score_threshold: float = 0.5
@@ -45,7 +45,9 @@ class PredictResult:
     extras: dict = field(default_factory=dict)
 
 
-def _decode(path: str | Path | None) -> Image.Image:
+def _decode(path: str | Path | Image.Image | None) -> Image.Image:
+    if isinstance(path, Image.Image):  # a data URL, already decoded by detdemo's decoder (app.upload)
+        return path
     if path is None or str(path) == "":
         raise DetDemoError("No image: upload an image (or pick an example) first.")
     path = Path(path)

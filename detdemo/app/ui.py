@@ -17,6 +17,7 @@ from detdemo.app.upload import ImageUpload
 from detdemo.errors import DetDemoError
 
 API_NAME = "predict"
+CACHE_CLEANUP = (3600, 3600)  # (every N seconds, files older than N seconds)
 
 
 def _backend_choices(catalogue: Catalogue, model: str) -> tuple[list[tuple[str, str]], str]:
@@ -50,7 +51,9 @@ def build_demo(catalogue: Catalogue, examples: list[str] | None = None, default_
         new_values = [c[1] for c in new_choices]
         return gr.Radio(choices=new_choices, value=new_values[0], interactive=len(new_values) > 1), new_info
 
-    with gr.Blocks(title="detdemo") as demo:
+    # Uploads and drawn results go to Gradio's cache: on a public Space they would fill the disk. Every hour, delete
+    # files older than an hour.
+    with gr.Blocks(title="detdemo", delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown("# detdemo\nDetect and segment objects with a fine-tuned torchvision model, in eager "
                     "PyTorch, TorchScript or ONNX Runtime.")
         with gr.Row():

@@ -25,6 +25,7 @@ def add_parser(sub) -> None:
     f.add_argument("--out", required=True, help="folder to unpack into")
     f.add_argument("--url", default=None, help="archive URL (default: the official one)")
     f.add_argument("--zip", default=None, help="use an already downloaded zip instead")
+    f.add_argument("--md5", default=None, help="expected MD5 of the archive: refuse anything else")
     f.set_defaults(func=run_pennfudan)
 
     i = dsub.add_parser("info", help="detect a dataset's layout and summarise a split")
@@ -48,7 +49,7 @@ def run_shapes(args: argparse.Namespace) -> int:
 def run_pennfudan(args: argparse.Namespace) -> int:
     from detdemo.data.download import PENNFUDAN_URL, fetch_pennfudan
 
-    root = fetch_pennfudan(args.out, url=args.url or PENNFUDAN_URL, zip_file=args.zip)
+    root = fetch_pennfudan(args.out, url=args.url or PENNFUDAN_URL, zip_file=args.zip, md5=args.md5)
     print(f"Penn-Fudan ready at {root}")
     return 0
 

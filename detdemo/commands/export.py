@@ -80,10 +80,14 @@ def run_check(args: argparse.Namespace) -> int:
     tol = Tolerances()
     overrides = {"box_px": args.box_tol, "score": args.score_tol, "mask_iou_min": args.mask_iou_min}
     tol = replace(tol, **{k: v for k, v in overrides.items() if v is not None})
-    probes = default_probes(_probe_files(args.images), extras=args.probes == "full")
+    skipped: list[str] = []
+    probes = default_probes(_probe_files(args.images), extras=args.probes == "full", skipped=skipped)
+    for reason in skipped:
+        print(f"warning: skipped probe {reason}", file=sys.stderr)
     family = get_spec(_arch(files["pytorch"])).family_info
     report = run_parity(reference, candidates, probes, tol, cap=family.detection_cap(reference.model),
                         score_threshold=family.score_floor(reference.model))
+    report["skipped_images"] = skipped
     out = Path(args.report_dir) if args.report_dir else folder
     js, md = write_reports(report, out)
     for backend, b in report["backends"].items():

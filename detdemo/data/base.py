@@ -17,6 +17,7 @@ from torchvision import tv_tensors
 
 from detdemo.data.images import image_size, open_image, pil_to_tensor_image
 from detdemo.data.transforms import eval_transforms
+from detdemo.errors import DataError
 
 BACKGROUND = "__background__"
 
@@ -70,6 +71,62 @@ def warn_degenerate(source: str, count: int, files: Sequence[str]) -> None:
         )
 
 
+def clip_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Boxes clipped to the image; one wholly outside ends with zero width or height (dropped as degenerate)."""
+    if len(boxes) == 0:
+        return boxes
+    out = boxes.copy()
+    out[:, 0::2] = out[:, 0::2].clip(0, width)
+    out[:, 1::2] = out[:, 1::2].clip(0, height)
+    return out
+
+
+def count_off_image(boxes: np.ndarray, height: int | None, width: int | None) -> tuple[int, int]:
+    """(boxes overhanging the image edge, boxes wholly outside it); (0, 0) when the size is not known yet."""
+    if not height or not width or len(boxes) == 0:
+        return 0, 0
+    inside = clip_boxes(boxes, height, width)
+    outside = int(degenerate(inside).sum() - degenerate(boxes).sum())
+    overhanging = int((np.abs(inside - boxes).max(1) > 0).sum()) - outside
+    return overhanging, outside
+
+
+class OffImageBoxes:
+    """Counts boxes that overhang or miss their image while a dataset is read, then warns once."""
+
+    def __init__(self) -> None:
+        self.overhanging = self.outside = 0
+        self.files: list[str] = []
+
+    def add(self, name: str, boxes: np.ndarray, height: int | None, width: int | None) -> None:
+        over, out = count_off_image(boxes, height, width)
+        if over or out:
+            self.overhanging, self.outside = self.overhanging + over, self.outside + out
+            self.files.append(name)
+
+    def warn(self, source: str) -> None:
+        if self.overhanging or self.outside:
+            shown = ", ".join(self.files[:5]) + (" ..." if len(self.files) > 5 else "")
+            warnings.warn(f"{source}: clipped {self.overhanging} box(es) that overhang the image edge and dropped "
+                          f"{self.outside} lying wholly outside the image, in {len(self.files)} file(s): {shown}",
+                          stacklevel=3)
+
+
+class Problems:
+    """Collects what is wrong with a dataset so the user hears of every problem at once, not one per run."""
+
+    def __init__(self, where: str) -> None:
+        self.where, self.items = where, []
+
+    def add(self, message: str) -> None:
+        self.items.append(message)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            shown = "; ".join(self.items[:10]) + (f"; and {len(self.items) - 10} more" if len(self.items) > 10 else "")
+            raise DataError(f"{self.where}: {len(self.items)} problem(s): {shown}")
+
+
 class DetectionDataset(torch.utils.data.Dataset):
     """Base class: subclasses fill ``records`` and ``classes`` and implement ``annotation``."""
 
@@ -107,10 +164,15 @@ class DetectionDataset(torch.utils.data.Dataset):
             rec.height, rec.width = image_size(rec.path)
         return rec.height, rec.width
 
+    def num_objects(self) -> int:
+        """Annotated objects in this split (subclasses count without decoding masks)."""
+        return sum(len(self.annotation(i, *self.get_height_and_width(i)).boxes) for i in range(len(self)))
+
     def load_target(self, idx: int, height: int, width: int) -> dict[str, torch.Tensor]:
         ann = self.annotation(idx, height, width)
-        keep = ~degenerate(ann.boxes)
-        boxes = torch.as_tensor(ann.boxes[keep], dtype=torch.float32).reshape(-1, 4)
+        clipped = clip_boxes(ann.boxes, height, width)  # counted and warned about when the dataset was read
+        keep = ~degenerate(clipped)
+        boxes = torch.as_tensor(clipped[keep], dtype=torch.float32).reshape(-1, 4)
         area = ann.area[keep] if ann.area is not None else None
         target: dict[str, torch.Tensor] = {
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),

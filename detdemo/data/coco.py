@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from detdemo.data.base import Annotation, DetectionDataset, ImageRecord, degenerate, warn_degenerate
+from detdemo.data.base import (
+    Annotation,
+    DetectionDataset,
+    ImageRecord,
+    OffImageBoxes,
+    Problems,
+    degenerate,
+    warn_degenerate,
+)
 from detdemo.errors import DataError
 
 
@@ -101,21 +109,36 @@ class CocoDataset(DetectionDataset):
         self.label_to_category = {v: k for k, v in self.category_to_label.items()}
         self.image_dir = Path(image_dir) if image_dir else _find_image_dir(annotation_file, self.root, first)
 
+        problems = Problems(where)  # checked up front, all at once: not mid-epoch inside a loader worker
+        image_ids: set = set()
+        for img in images:
+            if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
+                raise DataError(f"{where}: image entry {img!r:.80} is malformed (needs 'id' and 'file_name')")
+            if img["id"] in image_ids:
+                problems.add(f"image id {img['id']} is used twice ({img['file_name']})")
+            image_ids.add(img["id"])
+            if not (self.image_dir / img["file_name"]).is_file():
+                problems.add(f"image {img['file_name']} not found in {self.image_dir}")
         by_image: dict[int, list[dict]] = defaultdict(list)
         for k, ann in enumerate(data["annotations"]):
             try:
                 if ann["category_id"] not in self.category_to_label:
-                    raise DataError(
-                        f"{where}: annotation {ann.get('id', k)} uses category_id {ann['category_id']} "
-                        "which is not in 'categories'"
-                    )
+                    problems.add(f"annotation {ann.get('id', k)} uses category_id {ann['category_id']}, which is "
+                                 "not in 'categories'")
+                    continue
+                if ann["image_id"] not in image_ids:
+                    problems.add(f"annotation {ann.get('id', k)} refers to image id {ann['image_id']}, which is not "
+                                 "in 'images'")
+                    continue
                 by_image[ann["image_id"]].append(ann)
             except (KeyError, TypeError) as exc:
                 raise DataError(f"{where}: annotation #{k} is malformed (missing {exc})") from None
+        problems.raise_if_any()
 
         self.annotations: list[list[dict]] = []
         masks_present = []
         dropped, dropped_files = 0, []
+        off_image = OffImageBoxes()
         for img in images:
             try:
                 rec = ImageRecord(self.image_dir / img["file_name"], int(img["id"]), img.get("height"),
@@ -129,14 +152,20 @@ class CocoDataset(DetectionDataset):
                 dropped += int(bad.sum())
                 dropped_files.append(img["file_name"])
                 anns = [a for a, b in zip(anns, bad) if not b]
+                boxes = boxes[~bad]
+            off_image.add(img["file_name"], boxes, rec.height, rec.width)
             masks_present.extend(bool(a.get("segmentation")) for a in anns)
             self.records.append(rec)
             self.annotations.append(anns)
         warn_degenerate(where, dropped, dropped_files)
+        off_image.warn(where)
         self.has_masks = bool(masks_present) and all(masks_present)
         if masks_present and any(masks_present) and not self.has_masks:
             warnings.warn(f"{where}: some annotations lack 'segmentation'; loading boxes only", stacklevel=2)
         self.has_keypoints = any("keypoints" in a for anns in self.annotations for a in anns)
+
+    def num_objects(self) -> int:
+        return sum(len(anns) for anns in self.annotations)
 
     @staticmethod
     def _boxes(anns: list[dict], where: str) -> np.ndarray:

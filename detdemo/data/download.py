@@ -8,9 +8,11 @@ that looks like a dataset. Members with absolute paths or ``..`` are refused (zi
 from __future__ import annotations
 
 import shutil
+import stat
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -20,6 +22,9 @@ from detdemo.data.pennfudan import IMAGE_DIR, MASK_DIR
 from detdemo.errors import DataError
 
 PENNFUDAN_URL = "https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip"
+# The official archive's checksum could not be confirmed from where detdemo was built (no network); until it is,
+# downloads print their MD5 and `--md5` verifies against a value the user trusts.
+PENNFUDAN_MD5: str | None = None
 
 
 def _download(url: str, dest: Path, timeout: float, progress: bool) -> None:
@@ -34,21 +39,43 @@ def _download(url: str, dest: Path, timeout: float, progress: bool) -> None:
         raise DataError(f"cannot download {url} ({exc}); download it by hand and pass --zip FILE") from None
 
 
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    return stat.S_ISLNK(info.external_attr >> 16)
+
+
 def _safe_extract(archive: Path, into: Path) -> None:
+    """Refuse members that would land outside ``into`` (zip-slip) and symbolic links (a dataset holds none; a
+    link followed by a member "under" it is how archives write outside their folder)."""
     try:
         with zipfile.ZipFile(archive) as zf:
-            for member in zf.namelist():
-                target = (into / member).resolve()
+            for info in zf.infolist():
+                target = (into / info.filename).resolve()
                 if not target.is_relative_to(into.resolve()):
-                    raise DataError(f"{archive}: refusing unsafe path {member!r} in archive")
+                    raise DataError(f"{archive}: refusing unsafe path {info.filename!r} in archive")
+                if _is_symlink(info):
+                    raise DataError(f"{archive}: refusing symbolic link {info.filename!r} in archive")
             zf.extractall(into)
     except zipfile.BadZipFile:
         raise DataError(f"{archive}: not a zip archive (corrupt or incomplete download)") from None
+    except OSError as exc:  # e.g. a file member under a path another member made a file
+        raise DataError(f"{archive}: cannot unpack ({type(exc).__name__}: {exc.strerror or exc})") from None
+
+
+def verify_md5(archive: Path, md5: str | None) -> str:
+    """The archive's MD5; DataError when ``md5`` is given and differs (torchvision's own integrity check)."""
+    from torchvision.datasets.utils import calculate_md5, check_integrity
+
+    actual = calculate_md5(str(archive))
+    if md5 and not check_integrity(str(archive), md5.lower()):
+        raise DataError(f"{archive}: checksum mismatch (MD5 {actual}, expected {md5.lower()}): a corrupt or "
+                        "tampered download; nothing was unpacked")
+    return actual
 
 
 def fetch_pennfudan(out: str | Path, url: str = PENNFUDAN_URL, zip_file: str | Path | None = None,
-                    timeout: float = 60.0, progress: bool = True) -> Path:
-    """Download (or take ``zip_file``) and unpack into ``out``; returns the dataset root (``out/PennFudanPed``)."""
+                    timeout: float = 60.0, progress: bool = True, md5: str | None = PENNFUDAN_MD5) -> Path:
+    """Download (or take ``zip_file``), verify its MD5 when one is known, and unpack into ``out``; returns the
+    dataset root (``out/PennFudanPed``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".download-") as tmp:
@@ -58,6 +85,10 @@ def fetch_pennfudan(out: str | Path, url: str = PENNFUDAN_URL, zip_file: str | P
             _download(url, archive, timeout, progress)
         elif not archive.is_file():
             raise DataError(f"{archive}: zip file not found")
+        digest = verify_md5(archive, md5)
+        if not md5:
+            warnings.warn(f"{archive.name}: MD5 {digest} (no checksum was given to verify it against; pass "
+                          "--md5 to pin this download)", stacklevel=2)
         staging = tmp / "unpacked"
         staging.mkdir()
         _safe_extract(archive, staging)

@@ -7,6 +7,7 @@ CMYK and 16-bit files all turn up in user folders; everything becomes 8-bit RGB 
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -48,19 +49,30 @@ def open_image(path: str | Path) -> Image.Image:
         raise DataError(f"{path}: image file not found")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: image file is empty (0 bytes)")
+    return _open(path, str(path))
+
+
+def decode_bytes(data: bytes, source: str = "image data") -> Image.Image:
+    """``open_image`` for bytes in memory (a base64 data URL sent to the app): the same checks and conversions."""
+    if not data:
+        raise DataError(f"{source}: empty (0 bytes)")
+    return _open(io.BytesIO(data), source)
+
+
+def _open(fp, source: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                return decode_pil(img, source=str(path))
+            with Image.open(fp) as img:
+                return decode_pil(img, source=source)
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"{path}: image is too large to decode safely ({exc})") from None
+        raise DataError(f"{source}: image is too large to decode safely ({exc})") from None
     except UnidentifiedImageError:
-        raise DataError(f"{path}: not an image file Pillow can read") from None
+        raise DataError(f"{source}: not an image file Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: image is truncated or corrupt ({exc})") from None
+        raise DataError(f"{source}: image is truncated or corrupt ({exc})") from None
 
 
 def decode_pil(img: Image.Image, source: str = "image") -> Image.Image:

@@ -12,10 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from detdemo.data.base import Annotation, DetectionDataset, ImageRecord, degenerate, warn_degenerate
+from detdemo.data.base import (
+    Annotation,
+    DetectionDataset,
+    ImageRecord,
+    OffImageBoxes,
+    Problems,
+    degenerate,
+    warn_degenerate,
+)
 from detdemo.errors import DataError
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from detdemo.fileio import IMAGE_EXTENSIONS
 
 
 def parse_voc_xml(path: Path) -> tuple[str, int | None, int | None, list[tuple[str, list[float], int]]]:
@@ -74,10 +81,11 @@ class VOCDataset(DetectionDataset):
         xml_files = [ann_dir / f"{i}.xml" for i in ids] if ids is not None else sorted(ann_dir.glob("*.xml"))
         if not xml_files:
             raise DataError(f"{ann_dir}: no .xml annotation files")
-        parsed = []
+        parsed, problems = [], Problems(str(ann_dir))
         for xml in xml_files:
             if not xml.exists():
-                raise DataError(f"{xml}: annotation file listed in the split but not found")
+                problems.add(f"{xml.name} is listed in the split but not found")
+                continue
             parsed.append((xml, *parse_voc_xml(xml)))
         found = sorted({name for *_, objs in parsed for name, _, _ in objs})
         if classes is None:
@@ -91,14 +99,19 @@ class VOCDataset(DetectionDataset):
         label = {n: i for i, n in enumerate(self.classes)}
         self.objects: list[Annotation] = []
         dropped, dropped_files = 0, []
+        off_image = OffImageBoxes()
         for i, (xml, filename, height, width, objs) in enumerate(parsed):
             image = self._image_path(img_dir, xml, filename)
+            if image is None:
+                problems.add(f"{xml.name}: its image {filename or xml.stem + '.*'} is not in {img_dir}")
+                continue
             boxes = np.array([o[1] for o in objs], np.float32).reshape(-1, 4)
             bad = degenerate(boxes)
             if bad.any():
                 dropped += int(bad.sum())
                 dropped_files.append(xml.name)
             keep = ~bad
+            off_image.add(xml.name, boxes[keep], height, width)
             self.records.append(ImageRecord(image, i, height, width))
             self.objects.append(
                 Annotation(
@@ -107,17 +120,22 @@ class VOCDataset(DetectionDataset):
                     iscrowd=np.array([o[2] for o in objs], np.int64).reshape(-1)[keep],
                 )
             )
+        problems.raise_if_any()
         warn_degenerate(str(ann_dir), dropped, dropped_files)
+        off_image.warn(str(ann_dir))
 
     @staticmethod
-    def _image_path(img_dir: Path, xml: Path, filename: str) -> Path:
+    def _image_path(img_dir: Path, xml: Path, filename: str) -> Path | None:
         if filename and (img_dir / filename).exists():
             return img_dir / filename
-        for ext in IMAGE_EXTS:  # <filename> is often stale or missing; fall back to the XML's stem
+        for ext in IMAGE_EXTENSIONS:  # <filename> is often stale or missing; fall back to the XML's stem
             candidate = img_dir / f"{xml.stem}{ext}"
             if candidate.exists():
                 return candidate
-        raise DataError(f"{xml}: its image {filename or xml.stem + '.*'} is not in {img_dir}")
+        return None
+
+    def num_objects(self) -> int:
+        return sum(len(o.boxes) for o in self.objects)
 
     def annotation(self, idx: int, height: int, width: int) -> Annotation:
         return self.objects[idx]

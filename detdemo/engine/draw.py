@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+from torchvision.utils import draw_bounding_boxes
 
 from detdemo.inference.detections import Detections
 
@@ -51,9 +51,8 @@ def draw_detections(
         return out.clone()
     ids = det.labels.tolist()
     colours = [class_colour(i) for i in ids]
-    if masks and det.masks is not None:
-        out = draw_segmentation_masks(out, torch.from_numpy(np.ascontiguousarray(det.masks)), alpha=mask_alpha,
-                                      colors=colours)
+    if masks and det.has_masks:
+        out = _blend_masks(out, det, colours, mask_alpha)
     if boxes or labels:
         names = [f"{name}: {s:.2f}" for name, s in zip(det.names(), det.scores.tolist())]
         width = max(1, round(max(image.shape[1:]) / 300))
@@ -65,6 +64,16 @@ def draw_detections(
         out = draw_bounding_boxes(out, box_t, labels=names if labels else None, colors=colours,
                                   width=width if boxes else 0, font=font, font_size=font_size)
     return out
+
+
+def _blend_masks(image: torch.Tensor, det: Detections, colours: list, alpha: float) -> torch.Tensor:
+    """What ``draw_segmentation_masks`` draws (each mask coloured in turn, later ones on top, blended once), with one
+    mask pasted at a time: a 6000x4000 photo with many detections never holds them all."""
+    coloured = image.clone()
+    for i, colour in enumerate(colours):
+        mask = torch.from_numpy(det.mask(i))
+        coloured[:, mask] = torch.tensor(colour, dtype=image.dtype)[:, None]
+    return (image.float() * (1 - alpha) + coloured.float() * alpha).to(image.dtype)
 
 
 def image_to_tensor(image) -> torch.Tensor:

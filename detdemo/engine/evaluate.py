@@ -89,8 +89,8 @@ def detections_to_coco(det: Detections, image_id: int, cats: dict[int, int]) -> 
         label = int(det.labels[j])
         r = {"image_id": image_id, "category_id": cats.get(label, label),
              "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(det.scores[j])}
-        if det.masks is not None:
-            r["segmentation"] = _rle(det.masks[j])
+        if det.has_masks:
+            r["segmentation"] = _rle(det.mask(j))
         results.append(r)
     return results
 

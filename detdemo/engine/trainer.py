@@ -152,6 +152,9 @@ class Trainer:
                                       seed=cfg.seed)
         if len(self.train_set) == 0:
             raise DetDemoError(f"{cfg.data}: the training split is empty")
+        if self.train_set.num_objects() == 0:
+            raise DetDemoError(f"{cfg.data}: the training split has {len(self.train_set)} image(s) but not one "
+                               "annotated object: there is nothing to learn")
         self.val_set = open_dataset(cfg.data, "val", cfg.layout, eval_transforms(), classes=self.train_set.class_names,
                                     val_fraction=cfg.val_fraction, seed=cfg.seed)
         if self.info.enabled:

@@ -8,8 +8,8 @@ torchvision's own *eager* transform code, for every runtime including eager PyTo
 backbone, RPN/heads and NMS. A runtime is then only "how to run the graph", and every runtime sees the very tensor
 the eager model sees.
 
-Detections under the caller's score threshold are dropped *before* masks are pasted, and masks are pasted one at
-a time into a boolean array, so memory grows by one byte per pixel per kept detection (see ``Detections``).
+Detections under the caller's score threshold are dropped before anything else happens to them, and masks stay at
+the model's resolution until a caller pastes them, one at a time (see ``Detections``).
 """
 
 from __future__ import annotations
@@ -22,13 +22,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes, resize_keypoints
 
 from detdemo.errors import DetDemoError
-from detdemo.inference.detections import Detections
-
-MASK_THRESHOLD = 0.5  # torchvision's and COCO's: a pixel belongs to the object when its probability is above it
+from detdemo.inference.detections import MASK_THRESHOLD, Detections
 
 
 class GraphTransform(GeneralizedRCNNTransform):
@@ -111,18 +108,6 @@ def to_chw_float(image) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
-def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int],
-                threshold: float = MASK_THRESHOLD) -> np.ndarray:
-    """torchvision's own pasting (``paste_masks_in_image``), one detection at a time into a boolean array: the
-    same pixels as the eager detector, at 1 byte per pixel and one float mask of scratch space."""
-    h, w = size
-    out = np.zeros((len(probs), h, w), dtype=bool)
-    for i in range(len(probs)):
-        pasted = paste_masks_in_image(probs[i:i + 1], boxes[i:i + 1], (h, w), padding=1)
-        out[i] = (pasted[0, 0] > threshold).numpy()
-    return out
-
-
 class HostPipeline:
     """A predictor whose runtime only runs the graph (``_run_graph``); see the module docstring.
 
@@ -170,12 +155,12 @@ class HostPipeline:
             raw = {k: v[keep] for k, v in raw.items()}
         boxes = resize_boxes(raw["boxes"].float(), resized, original)
         det = Detections(boxes.numpy().astype(np.float32), raw["labels"].numpy().astype(np.int64),
-                         raw["scores"].numpy().astype(np.float32), list(self.class_names), image_size=original)
+                         raw["scores"].numpy().astype(np.float32), list(self.class_names), image_size=original,
+                         mask_threshold=self.mask_threshold)
         if "masks" in raw:
             probs = raw["masks"].float()
             probs = probs[:, None] if probs.ndim == 3 else probs
             det.mask_probs = probs[:, 0].numpy()
-            det.masks = paste_masks(probs, boxes, original, self.mask_threshold)
         if "keypoints" in raw:
             det.keypoints = resize_keypoints(raw["keypoints"].float(), resized, original).numpy()
             if "keypoints_scores" in raw:

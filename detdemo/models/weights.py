@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torchvision.models import WeightsEnum
 
+from detdemo.checkpoint import load_error_reason
 from detdemo.errors import CheckpointError, DetDemoError, WeightsUnavailableError
 
 
@@ -46,7 +47,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad files; all mean the same to the user
-        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({load_error_reason(exc)})") from None
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
