@@ -26,7 +26,7 @@ from detdemo.errors import DetDemoError
 from detdemo.fileio import atomic_path, remove_stale_temps, write_json
 from detdemo.inference.pipeline import transform_spec
 from detdemo.models import ModelConfig, get_spec, model_from_checkpoint
-from export.formats import EAGER_FILE, FORMATS, MANIFEST
+from export.formats import EAGER_FILE, EXTRA_FILES, FORMATS, MANIFEST
 from export.metadata import build_metadata, dumps
 from export.wrappers import OnnxDetector, ScriptableDetector, gather_merge_levels
 
@@ -87,14 +87,57 @@ def export_onnx(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id:
     return path
 
 
-EXPORTERS = {"torchscript": export_torchscript, "onnx": export_onnx}
+def export_onnx_int8(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id: str = "",
+                     calibration: list[Path] | None = None) -> Path:
+    """Static INT8 (QDQ) from the folder's fp32 ``model.onnx``, calibrated on ``calibration`` images."""
+    import onnx
+
+    from export.int8 import quantize_onnx
+
+    if not calibration:
+        raise DetDemoError("format onnx-int8 needs calibration images: --calibration DATA_OR_FOLDER (your own "
+                           "images: the quantisation ranges come from them)")
+    fp32 = path.parent / FORMATS["onnx"].file
+    with atomic_path(path) as tmp:
+        info = quantize_onnx(fp32, tmp, calibration, model.transform, get_spec(cfg.arch).family_info.keep_float)
+        proto = onnx.load(str(tmp))
+        meta = build_metadata(cfg, "onnx-int8", exporter="torch.onnx.export(dynamo=False) + " +
+                              info["quantization"]["method"], transform=transform_spec(model), export_id=export_id,
+                              **info)
+        del proto.metadata_props[:]
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "detdemo", dumps(meta)
+        onnx.save(proto, str(tmp))
+    return path
 
 
-def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str | Path) -> dict[str, Path]:
-    """Export a checkpoint into ``out``: the eager checkpoint (the reference for checks) and each format."""
+def export_openvino(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id: str = "",
+                    calibration: list[Path] | None = None) -> Path:
+    from export.openvino_ir import export_openvino as convert
+    from export.openvino_ir import openvino_module
+
+    meta = build_metadata(cfg, "openvino", exporter="openvino.convert_model(model.onnx)",
+                          openvino=openvino_module().__version__, transform=transform_spec(model), export_id=export_id)
+    return convert(path.parent / FORMATS["onnx"].file, path, dumps(meta))
+
+
+EXPORTERS = {"torchscript": export_torchscript, "onnx": export_onnx, "onnx-int8": export_onnx_int8,
+             "openvino": export_openvino}
+
+
+def export_order(formats: tuple[str, ...]) -> list[str]:
+    """The requested formats plus those they are made from (onnx-int8 and openvino need model.onnx), in order."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise DetDemoError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    wanted = set(formats) | {FORMATS[f].needs for f in formats if FORMATS[f].needs}
+    return [f for f in FORMATS if f in wanted]
+
+
+def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str | Path,
+                      calibration: list[Path] | None = None) -> dict[str, Path]:
+    """Export a checkpoint into ``out``: the eager checkpoint (the reference for checks) and each format."""
+    order = export_order(formats)
     data = load_checkpoint(checkpoint)
     model, cfg = model_from_checkpoint(data)
     out = Path(out)
@@ -105,12 +148,14 @@ def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str
     paths = {"eager": save_checkpoint(out / EAGER_FILE, model, cfg, train_config=data.get("train_config"),
                                       metrics=data.get("metrics"), export_id=export_id)}
     timings = {}
-    for fmt in formats:
+    for fmt in order:
         t0 = time.perf_counter()
-        paths[fmt] = EXPORTERS[fmt](model, cfg, out / FORMATS[fmt].file, export_id=export_id)
+        extra = {"calibration": calibration} if fmt in ("onnx-int8", "openvino") else {}
+        paths[fmt] = EXPORTERS[fmt](model, cfg, out / FORMATS[fmt].file, export_id=export_id, **extra)
         timings[fmt] = round(time.perf_counter() - t0, 2)
-    for stale in (FORMATS[f].file for f in FORMATS if f not in formats):  # an earlier export's other formats
-        (out / stale).unlink(missing_ok=True)
+    for fmt in (f for f in FORMATS if f not in order):  # an earlier export's other formats
+        for name in (FORMATS[fmt].file, *EXTRA_FILES.get(fmt, ())):
+            (out / name).unlink(missing_ok=True)
     metrics = data.get("metrics") or {}
     kept = ("epoch", "bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75")
     manifest = {"export_id": export_id, "source": str(checkpoint), "arch": cfg.arch, "class_names": cfg.class_names,
@@ -118,3 +163,12 @@ def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str
                 "metrics": {k: metrics[k] for k in kept if k in metrics}}  # the source's val figures, if any
     write_json(out / MANIFEST, manifest)
     return paths
+
+
+def record_verification(folder: Path, figures: dict) -> None:
+    """Add each file's verified figures (check-export) to the manifest, keeping everything else."""
+    from export.runtime import read_manifest
+
+    manifest = read_manifest(folder) or {}
+    manifest["verified"] = {**manifest.get("verified", {}), **figures}
+    write_json(folder / MANIFEST, manifest)

@@ -26,21 +26,34 @@ class Format:
     name: str  # --format value
     file: str  # its file name in an export folder
     backend: str  # the backend that runs it
-    exporter: str  # "module:function", imported only when used
+    precision: str  # "fp32", "int8", or "auto" (bf16 where the CPU has it, else fp32: decided when loaded)
+    needs: str = ""  # a format that must be exported first (the ONNX file the others are made from)
+    library: str = ""  # the Python package it needs, named in the error when missing
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("pytorch", "PyTorch", "checkpoint", "detdemo.inference.eager:EagerPredictor"),
     Backend("torchscript", "TorchScript", "torchscript", "export.runtime:TorchScriptPredictor", unsafe=True),
     Backend("onnxruntime", "ONNX Runtime", "onnx", "export.runtime:OnnxPredictor"),
+    Backend("openvino", "OpenVINO", "openvino", "export.openvino_runtime:OpenVinoPredictor"),
 )}
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("torchscript", "model.torchscript.pt", "torchscript", "export.exporters:export_torchscript"),
-    Format("onnx", "model.onnx", "onnxruntime", "export.exporters:export_onnx"),
+    Format("torchscript", "model.torchscript.pt", "torchscript", "fp32"),
+    Format("onnx", "model.onnx", "onnxruntime", "fp32"),
+    Format("onnx-int8", "model.int8.onnx", "onnxruntime", "int8", needs="onnx", library="onnxruntime"),
+    Format("openvino", "model.xml", "openvino", "auto", needs="onnx", library="openvino"),
 )}
+EXTRA_FILES = {"openvino": ("model.bin",)}  # companions a format's file needs beside it
 
-DEFAULT_BACKEND_FOR_KIND = {"checkpoint": "pytorch", "torchscript": "torchscript", "onnx": "onnxruntime"}
+DEFAULT_BACKEND_FOR_KIND = {"checkpoint": "pytorch", "torchscript": "torchscript", "onnx": "onnxruntime",
+                            "openvino": "openvino"}
+REDUCED = ("int8", "bf16", "fp16")  # judged by accuracy on data, not detection by detection
+DEFAULT_FORMATS = ("torchscript", "onnx")  # full precision; the others are asked for by name
+
+
+def format_of_file(name: str) -> str | None:
+    return next((f.name for f in FORMATS.values() if f.file == name), None)
 
 
 def backend_label(name: str) -> str:
@@ -48,6 +61,6 @@ def backend_label(name: str) -> str:
 
 
 def files_for_backend(backend: str) -> list[str]:
-    """File names an export folder may hold for ``backend``, preferred first."""
+    """File names an export folder may hold for ``backend``, preferred first (full precision first)."""
     names = [f.file for f in FORMATS.values() if f.backend == backend]
     return [EAGER_FILE, *names] if backend == "pytorch" else names

@@ -22,7 +22,7 @@ from detdemo.errors import CheckpointError, DetDemoError
 from detdemo.inference.detections import Predictor
 from detdemo.inference.device import resolve_device, usable_cpus
 from detdemo.inference.pipeline import HostPipeline, transform_from_spec
-from export.formats import BACKENDS, DEFAULT_BACKEND_FOR_KIND, EAGER_FILE, FORMATS, MANIFEST, files_for_backend
+from export.formats import BACKENDS, DEFAULT_BACKEND_FOR_KIND, EAGER_FILE, EXTRA_FILES, FORMATS, MANIFEST
 
 TORCHSCRIPT_EXTRA = "detdemo.json"
 
@@ -57,6 +57,10 @@ def file_kind(path: str | Path) -> str:
         return "checkpoint"
     if _looks_like_onnx(path):
         return "onnx"
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.lstrip().startswith(b"<?xml") and b"<net " in head:
+        return "openvino"
     if path.suffix.lower() in (".pt", ".pth", ".ckpt"):  # named like a checkpoint, but not a zip archive
         raise CheckpointError(f"{path}: cannot read checkpoint: the file is truncated or corrupt (not a zip "
                               "archive): neither a detdemo checkpoint, a TorchScript file nor an ONNX model")
@@ -75,7 +79,8 @@ def read_manifest(folder: Path) -> dict | None:
 
 
 def folder_files(folder: str | Path) -> dict[str, Path]:
-    """backend -> file for an export folder (through its manifest) or a training run folder (best.pt, last.pt)."""
+    """Format name -> file ("eager" for the checkpoint) of an export folder (through its manifest), or
+    {"eager": best.pt or last.pt} of a training run folder."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     exported = [f.file for f in FORMATS.values()]
@@ -87,18 +92,23 @@ def folder_files(folder: str | Path) -> dict[str, Path]:
         if run is None:
             raise DetDemoError(f"{folder}: no model files in this folder (expected an export folder from "
                                f"`detdemo export` or a run folder with {' or '.join(RUN_CHECKPOINTS)})")
-        return {"pytorch": run}
-    files: dict[str, Path] = {}
-    listed = set((manifest.get("files") or {}).values())
-    for backend in BACKENDS:
-        for name in files_for_backend(backend):
-            if name in listed and (folder / name).is_file():
-                files.setdefault(backend, folder / name)
-    missing = sorted(n for n in listed if not (folder / n).is_file())
+        return {"eager": run}
+    listed = manifest.get("files") or {}
+    needed = [n for fmt, n in listed.items() for n in (n, *EXTRA_FILES.get(fmt, ()))]
+    missing = sorted(n for n in needed if not (folder / n).is_file())
     if missing:
         raise DetDemoError(f"{folder}: {MANIFEST} lists {', '.join(missing)}, which is missing; re-run "
                            "`detdemo export`")
-    return files
+    order = ["eager", *FORMATS]
+    return {fmt: folder / listed[fmt] for fmt in order if fmt in listed}
+
+
+def format_backend(fmt: str) -> str:
+    return "pytorch" if fmt == "eager" else FORMATS[fmt].backend
+
+
+def format_precision(fmt: str) -> str:
+    return "fp32" if fmt == "eager" else FORMATS[fmt].precision
 
 
 def check_export_id(path: Path, file_id: str | None) -> None:
@@ -130,13 +140,14 @@ class TorchScriptPredictor(HostPipeline):
         except Exception as exc:  # noqa: BLE001
             raise DetDemoError(f"{path}: cannot load TorchScript file ({type(exc).__name__})") from None
         self.meta = json.loads(extra[TORCHSCRIPT_EXTRA] or "{}")
-        _init_from_meta(self, Path(path))
+        init_from_meta(self, Path(path))
+        self.precision = "fp32"
 
     def _run_graph(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: v.cpu() for k, v in self.module(x.to(self._device)).items()}
 
 
-def _init_from_meta(predictor: HostPipeline, path: Path) -> None:
+def init_from_meta(predictor: HostPipeline, path: Path) -> None:
     meta = predictor.meta
     if "transform" not in meta:
         raise DetDemoError(f"{path}: exported without detdemo metadata; re-export with `detdemo export`")
@@ -186,7 +197,7 @@ def onnx_session(path: str | Path, device="auto", threads: int | None = None):
 class OnnxPredictor(HostPipeline):
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, device="auto", threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, device="auto", threads: int | None = None, precision: str = "auto") -> None:
         super().__init__()
         self.session, notes, self.device = onnx_session(path, device, threads)
         self.notes.extend(notes)
@@ -196,7 +207,8 @@ class OnnxPredictor(HostPipeline):
         self.meta = json.loads(custom.get("detdemo", "{}"))
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_name = self.session.get_inputs()[0].name
-        _init_from_meta(self, Path(path))
+        init_from_meta(self, Path(path))
+        self.precision = "int8" if self.meta.get("format") == "onnx-int8" else "fp32"  # the file decides
 
     def _run_graph(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         outs = self.session.run(None, {self.input_name: x.cpu().numpy()})
@@ -206,8 +218,10 @@ class OnnxPredictor(HostPipeline):
 # -- one entry point ---------------------------------------------------------------------------------------------
 
 
-def resolve_model_file(path: str | Path, backend: str | None = None) -> tuple[Path, str]:
-    """(file, backend) for a model file or folder; ``backend`` None picks the file's own runtime."""
+def resolve_model_file(path: str | Path, backend: str | None = None,
+                       precision: str | None = None) -> tuple[Path, str]:
+    """(file, backend) for a model file or folder. ``backend`` None picks the file's own runtime (a folder: its
+    checkpoint); in a folder, ``precision`` int8 picks the INT8 file of the backend, anything else the full one."""
     path = Path(path).expanduser()
     if backend is not None and backend not in BACKENDS:
         raise DetDemoError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
@@ -215,12 +229,16 @@ def resolve_model_file(path: str | Path, backend: str | None = None) -> tuple[Pa
         raise DetDemoError(f"{path}: model path not found")
     if path.is_dir():
         files = folder_files(path)
-        if backend is None:
-            backend = next(iter(files))
-        if backend not in files:
+        backend = backend or format_backend(next(iter(files)))
+        mine = [fmt for fmt in files if format_backend(fmt) == backend]
+        if not mine:
             raise DetDemoError(f"{path}: has no file for the {BACKENDS[backend].label} backend (holds: "
                                f"{', '.join(p.name for p in files.values())})")
-        path = files[backend]
+        int8 = [fmt for fmt in mine if format_precision(fmt) == "int8"]
+        if precision == "int8" and not int8:
+            raise DetDemoError(f"{path}: has no INT8 file for {BACKENDS[backend].label} (export --format onnx-int8)")
+        full = [fmt for fmt in mine if fmt not in int8]
+        path = files[int8[0] if precision == "int8" else (full or mine)[0]]
     kind = file_kind(path)
     backend = backend or DEFAULT_BACKEND_FOR_KIND[kind]
     if BACKENDS[backend].reads != kind:
@@ -229,17 +247,25 @@ def resolve_model_file(path: str | Path, backend: str | None = None) -> tuple[Pa
     return path, backend
 
 
-def load_predictor(path: str | Path, backend: str | None = None, device="auto", **options) -> Predictor:
-    """A ``Predictor`` for any model detdemo writes: a checkpoint, a TorchScript or ONNX file (any name), an export
-    folder or a training run folder. ``device``: auto, cpu, cuda or cuda:N; ``options`` go to the runtime
-    (``precision`` for PyTorch, ``threads`` for ONNX Runtime)."""
-    file, backend = resolve_model_file(path, backend)
+def load_predictor(path: str | Path, backend: str | None = None, device="auto", precision: str | None = None,
+                   **options) -> Predictor:
+    """A ``Predictor`` for any model detdemo writes: a checkpoint, a TorchScript, ONNX or OpenVINO file (any name),
+    an export folder or a training run folder. ``device``: auto, cpu, cuda or cuda:N. ``precision``: bf16 runs
+    PyTorch under autocast and OpenVINO in bf16; int8 picks a folder's INT8 file; None/auto: the file's own (and
+    for OpenVINO, bf16 where the CPU has it). ``options`` go to the runtime (``threads``)."""
+    file, backend = resolve_model_file(path, backend, precision)
     module, _, name = BACKENDS[backend].runtime.partition(":")
-    cls = getattr(importlib.import_module(module), name)
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise DetDemoError(f"the {BACKENDS[backend].label} backend needs a package that is not installed "
+                           f"({exc.name}): pip install {exc.name}") from None
     if backend == "pytorch":
-        predictor = cls.from_checkpoint(file, device=device, **options)
+        predictor = cls.from_checkpoint(file, device=device, precision=precision or "fp32", **options)
         check_export_id(file, predictor.export_id)
         return predictor
+    if backend == "openvino":
+        return cls(file, device=device, precision=precision or "auto", **options)
     return cls(file, device=device, **options)
 
 

@@ -35,6 +35,7 @@ class EagerPredictor(HostPipeline):
     def __init__(self, model: nn.Module, class_names: list[str], *, path: str | Path = "", device="auto",
                  precision: str = "fp32") -> None:
         super().__init__()
+        precision = "fp32" if precision in ("auto", None) else precision
         if precision not in PRECISIONS:
             raise DetDemoError(f"unknown precision {precision!r}; choose {' or '.join(PRECISIONS)}")
         self._device = resolve_device(device)

@@ -42,16 +42,21 @@ class GraphTransform(GeneralizedRCNNTransform):
         return result
 
 
-def _with_graph_transform(model: nn.Module) -> nn.Module:
+def _with_graph_transform(model: nn.Module, cls: type = GraphTransform) -> nn.Module:
     transform = copy.copy(model.transform)
-    transform.__class__ = GraphTransform
+    transform.__class__ = cls
     model.transform = transform
     return model
 
 
 def graph_model(model: nn.Module) -> nn.Module:
-    """An independent copy of ``model`` whose transform only batches: what exporters trace or script."""
-    return _with_graph_transform(copy.deepcopy(model).eval())
+    """An independent copy of ``model`` whose transform only batches: what exporters trace or script.
+
+    Each copy gets its own subclass of GraphTransform: TorchScript caches compiled module types process-wide, and
+    after many exports and loads in one process a shared type was once "redefined" (``Can't redefine method:
+    forward on class ...GraphTransform``, ssd300_vgg16 as the 16th export of a test session)."""
+    fresh = type("GraphTransform", (GraphTransform,), {"__module__": GraphTransform.__module__})
+    return _with_graph_transform(copy.deepcopy(model).eval(), fresh)
 
 
 def graph_view(model: nn.Module) -> nn.Module:

@@ -77,14 +77,19 @@ def replace_ssdlite_head(model, num_classes: int, num_keypoints: int | None = No
     return model
 
 
+RCNN_FLOAT = ("rpn.head.cls_logits", "rpn.head.bbox_pred", "roi_heads.box_predictor")
+ONE_STAGE_FLOAT = ("head.classification_head.cls_logits", "head.regression_head.bbox_reg",
+                   "head.regression_head.bbox_ctrness")
+
 for _family in (
-    Family("faster_rcnn", BOXES, replace_rcnn_heads, "roi_heads", RCNN_THRESHOLDS),
-    Family("mask_rcnn", (*BOXES, "masks"), replace_rcnn_heads, "roi_heads", RCNN_THRESHOLDS),
+    Family("faster_rcnn", BOXES, replace_rcnn_heads, "roi_heads", RCNN_THRESHOLDS, RCNN_FLOAT),
+    Family("mask_rcnn", (*BOXES, "masks"), replace_rcnn_heads, "roi_heads", RCNN_THRESHOLDS,
+           (*RCNN_FLOAT, "roi_heads.mask_predictor")),
     Family("keypoint_rcnn", (*BOXES, "keypoints", "keypoints_scores"), replace_rcnn_heads, "roi_heads",
-           RCNN_THRESHOLDS),
-    Family("retinanet", BOXES, replace_retinanet_head),
-    Family("fcos", BOXES, replace_fcos_head),
-    Family("ssd", BOXES, replace_ssd_head),
-    Family("ssdlite", BOXES, replace_ssdlite_head),
+           RCNN_THRESHOLDS, (*RCNN_FLOAT, "roi_heads.keypoint_predictor")),
+    Family("retinanet", BOXES, replace_retinanet_head, keep_float=ONE_STAGE_FLOAT),
+    Family("fcos", BOXES, replace_fcos_head, keep_float=ONE_STAGE_FLOAT),
+    Family("ssd", BOXES, replace_ssd_head, keep_float=("head",)),
+    Family("ssdlite", BOXES, replace_ssdlite_head, keep_float=("head",)),
 ):
     register_family(_family)

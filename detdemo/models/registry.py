@@ -25,6 +25,9 @@ class Family:
     # builder keyword -> attribute on ``thresholds_on``: lets a built model take new inference settings
     threshold_kwargs: dict[str, str] = field(default_factory=lambda: {
         "score_thresh": "score_thresh", "nms_thresh": "nms_thresh", "detections_per_img": "detections_per_img"})
+    # modules (dotted paths) that INT8 quantisation must leave in float: the layers whose outputs are the answers
+    # (box regression, class scores, mask logits), where 8-bit steps move boxes and scores visibly
+    keep_float: tuple[str, ...] = ()
 
     @property
     def masks(self) -> bool:
