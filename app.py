@@ -20,14 +20,14 @@ EXAMPLES = HERE / "examples"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from export.formats import BACKENDS
+    from detdemo.app.catalogue import CHOICES
 
     env = os.environ.get
     p = argparse.ArgumentParser(description="detdemo: detect and segment objects in the browser")
     p.add_argument("--model", default=env("DETDEMO_MODEL"),
                    help="export folder, training run folder, checkpoint, TorchScript .pt or .onnx file "
                         "(shown first; the bundled shapes model stays available)")
-    p.add_argument("--backend", choices=tuple(BACKENDS), default=env("DETDEMO_BACKEND"),
+    p.add_argument("--backend", choices=CHOICES, default=env("DETDEMO_BACKEND"),
                    help="backend selected at start (default: the first the model has)")
     p.add_argument("--device", default=env("DETDEMO_DEVICE", "auto"),
                    help="auto, cpu, cuda or cuda:N: every backend runs there (auto: the GPU when there is one)")

@@ -63,9 +63,7 @@ def one_request(client, image, backend: str) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    from export.formats import BACKENDS
-
-    p.add_argument("--backends", nargs="+", default=list(BACKENDS))
+    p.add_argument("--backends", nargs="+", default=["pytorch", "torchscript", "onnxruntime"])
     p.add_argument("--requests", type=int, default=20, help="sequential requests per backend")
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--per-client", type=int, default=10)

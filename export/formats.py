@@ -27,6 +27,7 @@ class Format:
     file: str  # its file name in an export folder
     backend: str  # the backend that runs it
     precision: str  # "fp32", "int8", or "auto" (bf16 where the CPU has it, else fp32: decided when loaded)
+    choice: str = ""  # its name as a backend choice in the app and its API ("onnxruntime", "onnxruntime-int8")
     needs: str = ""  # a format that must be exported first (the ONNX file the others are made from)
     library: str = ""  # the Python package it needs, named in the error when missing
 
@@ -39,11 +40,35 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
 )}
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("torchscript", "model.torchscript.pt", "torchscript", "fp32"),
-    Format("onnx", "model.onnx", "onnxruntime", "fp32"),
-    Format("onnx-int8", "model.int8.onnx", "onnxruntime", "int8", needs="onnx", library="onnxruntime"),
-    Format("openvino", "model.xml", "openvino", "auto", needs="onnx", library="openvino"),
+    Format("torchscript", "model.torchscript.pt", "torchscript", "fp32", "torchscript"),
+    Format("onnx", "model.onnx", "onnxruntime", "fp32", "onnxruntime"),
+    Format("onnx-int8", "model.int8.onnx", "onnxruntime", "int8", "onnxruntime-int8", needs="onnx",
+           library="onnxruntime"),
+    Format("openvino", "model.xml", "openvino", "auto", "openvino", needs="onnx", library="openvino"),
 )}
+EAGER_CHOICE = "pytorch"  # the eager checkpoint's name as a backend choice
+
+
+def choice_of(fmt: str) -> str:
+    """The app/API name of a format ("eager" -> "pytorch")."""
+    return EAGER_CHOICE if fmt == "eager" else FORMATS[fmt].choice
+
+
+def format_of_choice(choice: str) -> str:
+    if choice == EAGER_CHOICE:
+        return "eager"
+    found = next((f.name for f in FORMATS.values() if f.choice == choice), None)
+    if found is None:
+        raise KeyError(choice)
+    return found
+
+
+def choice_label(choice: str) -> str:
+    if choice == EAGER_CHOICE:
+        return BACKENDS["pytorch"].label
+    fmt = FORMATS[format_of_choice(choice)]
+    precision = {"int8": " INT8", "auto": ""}.get(fmt.precision, "")
+    return BACKENDS[fmt.backend].label + precision
 EXTRA_FILES = {"openvino": ("model.bin",)}  # companions a format's file needs beside it
 
 DEFAULT_BACKEND_FOR_KIND = {"checkpoint": "pytorch", "torchscript": "torchscript", "onnx": "onnxruntime",

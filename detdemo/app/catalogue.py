@@ -18,9 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from detdemo.errors import DetDemoError
-from export.formats import BACKENDS, DEFAULT_BACKEND_FOR_KIND, MANIFEST, files_for_backend
+from export.formats import (
+    DEFAULT_BACKEND_FOR_KIND,
+    EAGER_CHOICE,
+    FORMATS,
+    MANIFEST,
+    REDUCED,
+    choice_label,
+    choice_of,
+    format_of_choice,
+)
 
-BACKEND_LABELS = {name: b.label for name, b in BACKENDS.items()}
+CHOICES = [EAGER_CHOICE, *(f.choice for f in FORMATS.values())]  # backend choices, in the page's order
+BACKEND_LABELS = {c: choice_label(c) for c in CHOICES}
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "shapes"
 BUNDLED_MODEL_NAME = "shapes (bundled maskrcnn_light)"
 COCO_MODEL_NAME = "COCO Mask R-CNN R50-FPN (torchvision)"
@@ -30,14 +40,24 @@ DOWNLOAD_TIMEOUT_S = 20.0
 @dataclass
 class ModelEntry:
     name: str
-    files: dict[str, Path] = field(default_factory=dict)  # backend -> file
-    missing: dict[str, str] = field(default_factory=dict)  # backend -> why it cannot be offered
+    files: dict[str, Path] = field(default_factory=dict)  # backend choice -> file
+    missing: dict[str, str] = field(default_factory=dict)  # backend choice -> why it cannot be offered
     description: str = ""
     loader: Callable[[], object] | None = None  # for entries not backed by files (torchvision's COCO model)
+    verified: dict[str, dict] = field(default_factory=dict)  # backend choice -> check-export's accuracy figures
 
     @property
     def backends(self) -> list[str]:
-        return list(self.files) + (["pytorch"] if self.loader and "pytorch" not in self.files else [])
+        return list(self.files) + ([EAGER_CHOICE] if self.loader and EAGER_CHOICE not in self.files else [])
+
+    def label(self, choice: str) -> str:
+        """The backend's name, with its measured AP delta to eager when check-export --data recorded one."""
+        figures = self.verified.get(choice)
+        if not figures:
+            return BACKEND_LABELS[choice]
+        deltas = ", ".join(f"{v:+.3f}" for k, v in figures.items() if k.startswith("d") and k.endswith("_AP"))
+        precision = f" {figures['precision']}" if figures.get("precision") not in (None, "fp32", "int8") else ""
+        return f"{BACKEND_LABELS[choice]}{precision} (ΔAP {deltas})"
 
 
 def _describe(folder: Path) -> str:
@@ -60,21 +80,42 @@ def _describe(folder: Path) -> str:
 
 
 def entry_from_path(path: str | Path, name: str | None = None) -> ModelEntry:
-    """An export folder, a run folder (best.pt), or one model file (recognised by its content)."""
-    from export.runtime import file_kind, folder_files
+    """An export folder, a run folder (best.pt), or one model file (recognised by its content).
+
+    Reduced-precision files (INT8, OpenVINO's bf16) are offered only when the folder's manifest holds their
+    verified accuracy (``detdemo check-export DIR --data ...``) and it passed."""
+    from export.runtime import file_kind, folder_files, format_precision, read_manifest
 
     path = Path(path).expanduser()
     if not path.exists():
         raise DetDemoError(f"{path}: model path not found")
+    verified: dict[str, dict] = {}
+    missing: dict[str, str] = {}
     if path.is_dir():
-        files = folder_files(path)  # refuses an interrupted export's mixture of files
+        by_format = folder_files(path)  # refuses an interrupted export's mixture of files
+        manifest = read_manifest(path) or {}
+        verified = {choice_of(fmt): v for fmt, v in (manifest.get("verified") or {}).items() if fmt in FORMATS}
+        files = {}
+        for fmt, file in by_format.items():
+            choice = choice_of(fmt)
+            figures = verified.get(choice)
+            unverified = format_precision(fmt) in (*REDUCED, "auto") and not (figures and figures.get("passed"))
+            if unverified:
+                missing[choice] = ("failed its accuracy check on " + figures["data"] if figures else
+                                   "reduced precision, not verified on labelled data yet (detdemo check-export "
+                                   "DIR --data ...)")
+            else:
+                files[choice] = file
         folder = path
     else:
-        files = {DEFAULT_BACKEND_FOR_KIND[file_kind(path)]: path}
+        kind = file_kind(path)
+        files = {DEFAULT_BACKEND_FOR_KIND[kind] if kind != "checkpoint" else EAGER_CHOICE: path}
         folder = path.parent
-    missing = {b: f"no {' or '.join(files_for_backend(b)) or 'file'} in {folder.name or folder}"
-               for b in BACKEND_LABELS if b not in files}
-    return ModelEntry(name or path.name, files, missing, _describe(folder))
+    for choice in CHOICES:
+        if choice not in files and choice not in missing:
+            fmt = format_of_choice(choice)
+            missing[choice] = f"no {FORMATS[fmt].file if fmt in FORMATS else 'model.pt'} in {folder.name or folder}"
+    return ModelEntry(name or path.name, files, missing, _describe(folder), verified=verified)
 
 
 def public(message: str) -> str:
@@ -117,7 +158,7 @@ def coco_entry() -> ModelEntry:
     state = "in the torch cache" if target.is_file() else "not downloaded yet: downloads on first use (~170 MB)"
     reason = "torchvision's COCO model is offered in PyTorch only (export your own fine-tuned model for the others)"
     # The page names the file, never the server's folders (the log has the full path for the operator).
-    return ModelEntry(COCO_MODEL_NAME, {}, {"torchscript": reason, "onnxruntime": reason},
+    return ModelEntry(COCO_MODEL_NAME, {}, {c: reason for c in CHOICES if c != EAGER_CHOICE},
                       f"80 COCO classes; weights {state} ({target.name})", loader=load)
 
 
@@ -157,9 +198,12 @@ class Catalogue:
                 raise DetDemoError(self._failures[key])
             try:
                 if backend in entry.files:
-                    from export.runtime import load_predictor
+                    from export.runtime import format_backend, format_precision, load_predictor
 
-                    predictor = load_predictor(entry.files[backend], backend, self.device)
+                    fmt = format_of_choice(backend)
+                    precision = format_precision(fmt)
+                    predictor = load_predictor(entry.files[backend], format_backend(fmt), self.device,
+                                               precision=None if precision in ("fp32", "auto") else precision)
                 else:
                     predictor = entry.loader()
             except DetDemoError as exc:

@@ -22,7 +22,7 @@ CACHE_CLEANUP = (3600, 3600)  # (every N seconds, files older than N seconds)
 
 def _backend_choices(catalogue: Catalogue, model: str) -> tuple[list[tuple[str, str]], str]:
     entry = catalogue.entry(model)
-    choices = [(BACKEND_LABELS[b], b) for b in BACKEND_LABELS if b in entry.backends]
+    choices = [(entry.label(b), b) for b in BACKEND_LABELS if b in entry.backends]
     notes = [f"{BACKEND_LABELS[b]}: unavailable ({why})" for b, why in entry.missing.items()]
     info = f"**{entry.name}** — {entry.description}" + ("".join(f"\n- {n}" for n in notes) if notes else "")
     return choices, info

@@ -15,13 +15,17 @@ def add_model_options(p: argparse.ArgumentParser, *, required: bool = True) -> N
     p.add_argument("--backend", choices=tuple(BACKENDS), default=None,
                    help="runtime (default: the one that reads the file; for a folder, PyTorch)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default=None,
+                   help="bf16: PyTorch under autocast, OpenVINO in bf16; int8: a folder's INT8 ONNX file; default: the "
+                        "file's own (OpenVINO: bf16 where the CPU has it)")
 
 
 def load_from_args(args: argparse.Namespace):
     """The predictor the options name; notes (a CUDA fallback) are printed as warnings."""
     from export.runtime import load_predictor
 
-    predictor = load_predictor(args.model, args.backend, args.device)
+    precision = None if args.precision in (None, "auto") else args.precision
+    predictor = load_predictor(args.model, args.backend, args.device, precision=precision)
     for note in predictor.notes:
         print(f"warning: {note}", file=sys.stderr)
     return predictor

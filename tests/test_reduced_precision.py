@@ -1,0 +1,163 @@
+"""Reduced-precision backends (ONNX INT8, OpenVINO bf16, eager bf16) and the accuracy gate that must pass before the
+app offers them: the gate's figures equal `detdemo eval`'s, a damaged INT8 file fails it, missing libraries are
+named, and bf16 training runs and resumes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detdemo.cli import main
+from detdemo.errors import DetDemoError
+from tests.conftest import REPO
+from tests.test_train import small_cfg
+
+BUNDLED = REPO / "models" / "shapes"
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory) -> Path:
+    from detdemo.data.shapes import ShapesConfig, generate_shapes
+
+    out = tmp_path_factory.mktemp("labelled")
+    # 40 val images: a 1 % AP gate needs a sample where one detection is worth less than that
+    generate_shapes(out, train=16, val=40, seed=7, cfg=ShapesConfig(min_side=240, max_side=320), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def verified(labelled, tmp_path_factory) -> Path:
+    """The bundled model exported to every format (INT8 calibrated on 16 images), then checked on 40 val images."""
+    folder = tmp_path_factory.mktemp("verified") / "export"
+    assert main(["export", "--checkpoint", str(BUNDLED / "model.pt"), "--out", str(folder), "--format",
+                 "torchscript", "onnx", "onnx-int8", "openvino", "--calibration", str(labelled / "train")]) == 0
+    from detdemo.app.catalogue import entry_from_path
+
+    before = entry_from_path(folder)
+    assert "onnxruntime-int8" not in before.backends and "not verified" in before.missing["onnxruntime-int8"]
+    assert "openvino" not in before.backends
+    probes = sorted((labelled / "val").iterdir())[:3]
+    assert main(["check-export", str(folder), "--probes", "basic", "--images", *map(str, probes),
+                 "--data", str(labelled)]) == 0
+    return folder
+
+
+def test_the_accuracy_report_equals_eval_run_on_each_file(verified, labelled, tmp_path, monkeypatch):
+    report = json.loads((verified / "accuracy.json").read_text())
+    assert set(report["files"]) == {"eager", "torchscript", "onnx", "onnx-int8", "openvino"}
+    assert report["files"]["eager"]["stats"]["bbox"]["AP"] > 0.5  # a model that works, so deltas mean something
+    monkeypatch.chdir(tmp_path)
+    for name, f in report["files"].items():
+        assert main(["eval", "--model", f["file"], "--data", str(labelled)]) == 0
+        alone = json.loads((tmp_path / "eval_val.json").read_text())
+        assert alone["stats"] == f["stats"], name
+    assert report["files"]["onnx-int8"]["precision"] == "int8"
+    for name in ("torchscript", "onnx"):
+        assert report["files"][name]["limit"] == 0.002 and report["files"][name]["passed"]
+
+
+def test_openvino_and_int8_agree_with_eager_within_the_reduced_precision_limit(verified):
+    from detdemo.app.catalogue import entry_from_path
+    from export.openvino_ir import openvino_module
+    from export.openvino_runtime import cpu_supports_bf16
+
+    report = json.loads((verified / "accuracy.json").read_text())
+    expected = "bf16" if cpu_supports_bf16(openvino_module().Core()) else "fp32"
+    assert report["files"]["openvino"]["precision"] == expected
+    for name in ("openvino", "onnx-int8"):
+        f = report["files"][name]
+        assert f["limit"] == 0.01 and f["passed"], (name, f["delta"])
+        assert all(abs(d) <= 0.01 for k, d in f["delta"].items() if k.endswith("_AP"))
+    manifest = json.loads((verified / "export.json").read_text())
+    assert manifest["verified"]["openvino"]["passed"] and "dsegm_AP" in manifest["verified"]["onnx-int8"]
+    entry = entry_from_path(verified)  # verified: now offered, with its measured delta beside its name
+    assert {"onnxruntime-int8", "openvino"} <= set(entry.backends)
+    assert "ΔAP" in entry.label("onnxruntime-int8") and "ΔAP" in entry.label("onnxruntime")
+
+
+def test_a_damaged_int8_file_fails_the_gate_and_is_not_offered(verified, labelled, tmp_path):
+    """INT8 calibrated on blank images: the activation ranges are wrong, AP collapses, the gate says so."""
+    from detdemo.app.catalogue import entry_from_path
+
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for i in range(4):
+        Image.new("RGB", (300, 240), (127, 127, 127)).save(blank / f"{i}.png")
+    folder = tmp_path / "damaged"
+    assert main(["export", "--checkpoint", str(BUNDLED / "model.pt"), "--out", str(folder), "--format", "onnx-int8",
+                 "--calibration", str(blank)]) == 0
+    assert main(["check-export", str(folder), "--probes", "basic", "--data", str(labelled)]) == 1
+    report = json.loads((folder / "accuracy.json").read_text())
+    assert not report["files"]["onnx-int8"]["passed"] and report["files"]["onnx"]["passed"]
+    entry = entry_from_path(folder)
+    assert "onnxruntime-int8" not in entry.backends and "failed its accuracy check" in entry.missing["onnxruntime-int8"]
+
+
+def test_int8_without_calibration_images_is_refused(tmp_path, capsys):
+    rc = main(["export", "--checkpoint", str(BUNDLED / "model.pt"), "--out", str(tmp_path / "x"), "--format",
+               "onnx-int8"])
+    assert rc == 2 and "needs --calibration" in capsys.readouterr().err
+
+
+def test_every_new_format_names_its_missing_library(verified, tmp_path, monkeypatch):
+    from export.runtime import load_predictor
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(DetDemoError, match="pip install"):
+        load_predictor(verified / "model.xml")
+    rc = main(["export", "--checkpoint", str(BUNDLED / "model.pt"), "--out", str(tmp_path / "ov"), "--format",
+               "openvino"])
+    assert rc == 2
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)
+    with pytest.raises(DetDemoError, match="onnx-int8 needs onnxruntime"):
+        from export.int8 import quantize_onnx
+
+        quantize_onnx(verified / "model.onnx", tmp_path / "q.onnx", [], None, ())
+
+
+def test_eager_bf16_runs_and_stays_close_to_fp32(labelled):
+    from detdemo.data.images import open_image
+    from detdemo.inference.eager import bf16_supported
+    from export.runtime import load_predictor
+
+    image = open_image(sorted((labelled / "val").iterdir())[0])
+    fp32 = load_predictor(BUNDLED).predict(image, score_threshold=0.5)
+    bf16_predictor = load_predictor(BUNDLED, precision="bf16")
+    import torch
+
+    assert bf16_predictor.precision == ("bf16" if bf16_supported(torch.device("cpu")) else "fp32")
+    bf16 = bf16_predictor.predict(image, score_threshold=0.5)
+    assert len(fp32) > 0 and abs(len(bf16) - len(fp32)) <= 1
+    assert np.abs(np.sort(bf16.scores)[-1] - np.sort(fp32.scores)[-1]) < 0.05
+
+
+def test_bf16_training_runs_and_resumes(shapes_dir, tmp_path):
+    import torch
+
+    from detdemo.engine.trainer import Trainer, fit
+    from detdemo.inference.eager import bf16_supported
+
+    run = tmp_path / "run"
+    trainer = Trainer(small_cfg(shapes_dir, run, amp=True), progress=False)
+    assert trainer.amp_dtype == (torch.bfloat16 if bf16_supported(torch.device("cpu")) else None)
+    trainer.fit()
+    fit(None, resume=str(run), progress=False, epochs=2)
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2] and all(np.isfinite(m["loss"]) for m in lines)
+
+
+def test_backends_of_an_export_folder_are_chosen_by_precision(verified):
+    from export.runtime import load_predictor
+
+    assert load_predictor(verified, "onnxruntime").path.name == "model.onnx"
+    assert load_predictor(verified, "onnxruntime", precision="int8").path.name == "model.int8.onnx"
+    assert load_predictor(verified, "openvino", precision="fp32").precision == "fp32"
+    shutil.copy(verified / "model.xml", verified.parent / "renamed")  # an IR without its .bin
+    with pytest.raises(DetDemoError):
+        load_predictor(verified.parent / "renamed")
