@@ -2,6 +2,7 @@
 
     python -m bench.finetune --stages pretrain
     python -m bench.finetune --stages finetuned & python -m bench.finetune --stages scratch; wait
+    python -m bench.finetune --stages amp        # optional: the fine-tuned arm again under --amp (bf16)
     python -m bench.finetune --stages report
 
 1. Pretrain ``maskrcnn_light`` on a large synthetic shapes set (circle, square, triangle).
@@ -32,14 +33,15 @@ from detdemo.engine.trainer import fit
 ARMS = ("finetuned", "scratch")
 
 
-def train(data: Path, out: Path, epochs: int, weights: str | None, lr: float, size: int, seed: int) -> dict:
+def train(data: Path, out: Path, epochs: int, weights: str | None, lr: float, size: int, seed: int,
+          amp: bool = False) -> dict:
     """One training run (skipped when already finished); returns its last metrics line."""
     metrics = out / "metrics.jsonl"
     if not (metrics.exists() and len(metrics.read_text().splitlines()) >= epochs):
         cfg = TrainConfig(data=str(data), model="maskrcnn_light", out=str(out), epochs=epochs, batch_size=4, lr=lr,
                           optimizer="adamw", min_size=size, max_size=size * 4 // 3, weight_decay=1e-4,
                           schedule="cosine", warmup_iters=30, weights=weights, workers=1, clip_grad=10.0,
-                          eval_every=epochs, seed=seed)
+                          eval_every=epochs, seed=seed, amp=amp)
         if out.exists():
             import shutil
 
@@ -57,6 +59,33 @@ def run_arm(arm: str, work: Path, small: Path, args) -> None:
     best = max(sweep, key=lambda lr: sweep[lr]["bbox_AP"])
     for seed in args.seeds[1:]:
         train(small, work / f"{arm}_lr{best}_seed{seed}", args.small_epochs, weights, best, args.size, seed)
+
+
+def run_amp(work: Path, small: Path, args) -> None:
+    """The fine-tuned arm at its best lr under --amp (bf16 autocast on this CPU), on the first two seeds."""
+    best = best_lr("finetuned", work, args)
+    for seed in args.seeds[:2]:
+        train(small, work / f"finetuned_amp_lr{best}_seed{seed}", args.small_epochs, str(work / "pretrain" / "best.pt"),
+              best, args.size, seed, amp=True)
+
+
+def best_lr(arm: str, work: Path, args) -> float:
+    sweep = {lr: json.loads((work / f"{arm}_lr{lr}_seed{args.seeds[0]}" / "metrics.jsonl").read_text()
+                            .splitlines()[-1]) for lr in args.lrs}
+    return max(sweep, key=lambda lr: sweep[lr]["bbox_AP"])
+
+
+def amp_summary(work: Path, args) -> dict | None:
+    best = best_lr("finetuned", work, args)
+    runs = {"fp32": [work / f"finetuned_lr{best}_seed{s}" for s in args.seeds[:2]],
+            "bf16": [work / f"finetuned_amp_lr{best}_seed{s}" for s in args.seeds[:2]]}
+    if not all((r / "metrics.jsonl").exists() for r in runs["bf16"]):
+        return None
+    out = {}
+    for name, folders in runs.items():
+        last = [json.loads((f / "metrics.jsonl").read_text().splitlines()[-1]) for f in folders]
+        out[name] = {k: [r[k] for r in last] for k in ("bbox_AP", "segm_AP", "s_per_iter")}
+    return out
 
 
 def summarise(arm: str, work: Path, args) -> dict:
@@ -107,6 +136,8 @@ def main() -> None:
     for arm in ARMS:
         if arm in stages:
             run_arm(arm, work, small, args)
+    if "amp" in stages:
+        run_amp(work, small, args)
     if "report" not in stages:
         return
     arms = [summarise(arm, work, args) for arm in ARMS]
@@ -123,8 +154,13 @@ def main() -> None:
     print(f"fine-tuned / scratch (means): bbox AP x{ratio['bbox_AP']:.2f}, mask AP x{ratio['segm_AP']:.2f}; "
           f"worst fine-tuned seed / best scratch seed: x{worst_case['bbox_AP']:.2f}, x{worst_case['segm_AP']:.2f}")
     pretrain = json.loads((work / "pretrain" / "metrics.jsonl").read_text().splitlines()[-1])
+    amp = amp_summary(work, args)
+    if amp:
+        print("fine-tuned arm, fp32 vs --amp (bf16 autocast), seeds " + ", ".join(map(str, args.seeds[:2])) + ": " +
+              "; ".join(f"{k} bbox AP {v['bbox_AP']}, mask AP {v['segm_AP']}, s/iter {v['s_per_iter']}"
+                        for k, v in amp.items()))
     payload = {"arms": arms, "ratio_of_means": ratio, "worst_vs_best": worst_case, "settings": vars(args),
-               "pretrain": {k: pretrain[k] for k in ("bbox_AP", "segm_AP", "epoch")}}
+               "pretrain": {k: pretrain[k] for k in ("bbox_AP", "segm_AP", "epoch")}, "amp": amp}
     print(f"wrote {write_json('finetune', payload)}")
 
 

@@ -11,10 +11,11 @@ headline figures:
 * **cut-off**: its score sits at the other runtime's cut-off (within ``score`` of the detection cap's lowest kept
   score when that cap was hit, or of the score threshold): which of two candidates scoring the same survives
   there is arbitrary.
-* **tie**: it is unmatched, its score equals another detection's of its label *in its own runtime* to within a
-  few float32 ulps (a genuine tie, not merely close scores), and the other runtime has an unmatched detection of
-  the same label and score, one for one: NMS kept a different member of an indistinguishable pair. A dropped
-  detection has no such partner, and a moved one is still paired (and fails), so neither hides behind a tie.
+* **tie**: its score equals another detection's of its label *in its own runtime* to within a few float32 ulps (a
+  genuine tie, not merely close scores), and the other runtime holds a detection of the same label and score that
+  is likewise tied (a swapped pair), or an unmatched one, one for one: NMS kept a different member of an
+  indistinguishable group (uniform image regions give many anchors exactly equal scores). A dropped detection has
+  no such partner, and a moved one whose score is not genuinely tied is still judged, so neither hides.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
 from detdemo.errors import DetDemoError
-from detdemo.inference.detections import Detections
+from detdemo.inference.detections import MASK_THRESHOLD, Detections
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,15 @@ class Tolerances:
     pasted masks reach IoU >= 0.99999; TorchScript is bit-exact. A 5 % change of the box-regression weights moves
     boxes by 0.26 px; a mask head scaled by 1.03 moves probabilities by more than 1e-2.
 
-    Masks are compared only where the box is at least ``mask_min_box_px`` on its shorter side. torchvision pastes
-    the 28x28 mask into ``int(width + 1)`` columns, so on a box 0.1-3 px wide a 0.01-px box difference changes the
-    paste width and flips pixels (random-init Mask R-CNN R50-FPN: boxes 0.09-1.5 px wide, box difference
-    <= 0.016 px, mask IoU 0.0-0.86). Such boxes and their scores are still checked at full tolerance."""
+    Mask IoU is taken over decisive pixels only (reference probability farther than ``mask_prob`` from the 0.5
+    threshold): a briefly trained model has many pixels within 1e-5 of 0.5, which flip on float noise although the
+    soft masks agree to 4e-6 (measured: IoU 0.988 over all pixels). Those pixels are held by the soft-mask check.
+
+    With probabilities on both sides, masks are pasted into the reference's box for the IoU (``_decisive_iou``).
+    With binary masks only, each is pasted by its own box, and masks are compared only where the box is at least
+    ``mask_min_box_px`` on its shorter side: torchvision pastes the 28x28 mask into ``int(width + 1)`` columns, so
+    on a box 0.1-3 px wide a 0.01-px box difference changes the paste width and flips pixels (random-init Mask
+    R-CNN R50-FPN: boxes 0.09-1.5 px wide, box difference <= 0.016 px, mask IoU 0.0-0.86)."""
 
     box_px: float = 0.05
     score: float = 1e-4
@@ -125,16 +131,45 @@ def _pair_ok(ref: Detections, cand: Detections, r: int, c: int, tol: Tolerances)
             and abs(float(ref.scores[r]) - float(cand.scores[c])) <= tol.score)
 
 
+def _decisive_iou(ref: Detections, cand: Detections, r: int, c: int, tol: Tolerances) -> float:
+    """IoU of the two runtimes' masks, both pasted into the *reference's* box, over the *decisive* pixels: those
+    whose reference probability is farther from the threshold than ``mask_prob``.
+
+    The box is held by its own check (0.05 px), and torchvision's integer paste geometry turns a 1e-4 px box
+    difference that straddles a pixel edge into a whole-pixel shift of the mask (measured: IoU 0.991 with boxes
+    within 1.2e-4 px); pasting both into one box measures the mask itself. A pixel within ``mask_prob`` of the
+    threshold may flip on float noise and is held by the soft-mask check; a decisive pixel that flips is a real
+    difference. One pair at a time, whatever the image size."""
+    p_ref = ref.mask_probability(r)
+    if p_ref is None or cand.mask_probs is None:  # binary masks only: every pixel counts
+        a, b = ref.mask(r), cand.mask(c)
+    else:
+        from detdemo.inference.detections import paste_probability
+
+        p_cand = paste_probability(cand.mask_probs[c], ref.boxes[r], ref.image_size)
+        decisive = np.abs(p_ref - MASK_THRESHOLD) > tol.mask_prob
+        a = (p_ref > MASK_THRESHOLD) & decisive
+        b = (p_cand > MASK_THRESHOLD) & decisive
+    union = int((a | b).sum())
+    return int((a & b).sum()) / union if union else 1.0
+
+
 def compare(probe: str, ref: Detections, cand: Detections, tol: Tolerances, cap: int | None = None,
             score_threshold: float = 0.0) -> ImageParity:
     pairs = match(ref, cand, tol.match_iou)
     excusals: list[dict] = []
     judged = []
-    for r, c in pairs:  # a pair that disagrees is excused only when both sit at a cut-off
-        if not _pair_ok(ref, cand, r, c, tol) and (
-                _at_cutoff(float(ref.scores[r]), cand, cap, score_threshold, tol.score)
-                and _at_cutoff(float(cand.scores[c]), ref, cap, score_threshold, tol.score)):
-            excusals.append({"why": "cut-off", "reference": _entry("reference", ref, r),
+    for r, c in pairs:  # a pair that disagrees is excused only at a cut-off or as a swap within a genuine tie
+        why = None
+        if not _pair_ok(ref, cand, r, c, tol):
+            if (_at_cutoff(float(ref.scores[r]), cand, cap, score_threshold, tol.score)
+                    and _at_cutoff(float(cand.scores[c]), ref, cap, score_threshold, tol.score)):
+                why = "cut-off"
+            elif (abs(float(ref.scores[r]) - float(cand.scores[c])) <= tol.score
+                  and _genuinely_tied(ref, r, tol.tie_ulps) and _genuinely_tied(cand, c, tol.tie_ulps)):
+                why = "tie"  # both runtimes hold several equal-scored candidates; NMS kept different ones
+        if why:
+            excusals.append({"why": why, "reference": _entry("reference", ref, r),
                              "candidate": _entry("candidate", cand, c)})
         else:
             judged.append((r, c))
@@ -195,13 +230,12 @@ def _compare_pairs(rep: ImageParity, ref: Detections, cand: Detections, pairs: l
             rep.reasons.append(f"soft mask probability differs by {rep.max_mask_prob_diff:.3g} > {tol.mask_prob}")
     if ref.has_masks and cand.has_masks:
         sides = np.minimum(ref.boxes[ri, 2] - ref.boxes[ri, 0], ref.boxes[ri, 3] - ref.boxes[ri, 1])
-        wide = sides >= tol.mask_min_box_px
+        # with probabilities both masks are pasted into one box, so a box of any width compares; binary masks
+        # pasted by their own boxes flip whole columns on thin boxes (see Tolerances)
+        both_soft = ref.mask_probs is not None and cand.mask_probs is not None
+        wide = np.ones(len(ri), bool) if both_soft else sides >= tol.mask_min_box_px
         rep.masks_not_compared = int((~wide).sum())
-        ious = []
-        for r, c in zip(ri[wide], ci[wide]):  # one pair of pasted masks at a time, whatever the image size
-            a, b = ref.mask(r), cand.mask(c)
-            union = int((a | b).sum())
-            ious.append(int((a & b).sum()) / union if union else 1.0)
+        ious = [_decisive_iou(ref, cand, r, c, tol) for r, c in zip(ri[wide], ci[wide])]
         if ious:
             rep.mask_iou_min, rep.mask_iou_mean = float(min(ious)), float(np.mean(ious))
             if rep.mask_iou_min < tol.mask_iou_min:

@@ -235,7 +235,7 @@ def test_check_export_reports_an_unreadable_probe_and_checks_the_rest(shapes_dir
     assert "skipped probe" in capsys.readouterr().err
     report = json.loads((folder / "parity.json").read_text())
     assert len(report["skipped_images"]) == 1 and "aaa_broken.jpg" in report["skipped_images"][0]
-    assert any(r["probe"].startswith("val_") for r in report["backends"]["onnxruntime"]["images"])
+    assert any(r["probe"].startswith("val_") for r in report["backends"]["onnx"]["images"])
 
 
 def test_unsafe_weights_files_are_refused_without_suggesting_weights_only_false(tmp_path):

@@ -18,15 +18,20 @@ import numpy as np
 MASK_THRESHOLD = 0.5  # torchvision's and COCO's: a pixel belongs to the object when its probability is above it
 
 
-def paste_mask(probs: np.ndarray, box: np.ndarray, size: tuple[int, int],
-               threshold: float = MASK_THRESHOLD) -> np.ndarray:
-    """torchvision's own pasting (``paste_masks_in_image``) of one low-resolution mask: the eager detector's pixels."""
+def paste_probability(probs: np.ndarray, box: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """torchvision's own pasting (``paste_masks_in_image``) of one low-resolution mask: (H, W) float32."""
     import torch
     from torchvision.models.detection.roi_heads import paste_masks_in_image
 
     pasted = paste_masks_in_image(torch.from_numpy(np.ascontiguousarray(probs, np.float32))[None, None],
                                   torch.from_numpy(np.ascontiguousarray(box, np.float32))[None], size, padding=1)
-    return (pasted[0, 0] > threshold).numpy()
+    return pasted[0, 0].numpy()
+
+
+def paste_mask(probs: np.ndarray, box: np.ndarray, size: tuple[int, int],
+               threshold: float = MASK_THRESHOLD) -> np.ndarray:
+    """The eager detector's mask pixels for one detection: pasted, then thresholded."""
+    return paste_probability(probs, box, size) > threshold
 
 
 class Detections:
@@ -64,6 +69,12 @@ class Detections:
         if self.mask_probs is None:
             raise ValueError("these detections have no masks")
         return paste_mask(self.mask_probs[i], self.boxes[i], self.image_size, self.mask_threshold)
+
+    def mask_probability(self, i: int) -> np.ndarray | None:
+        """Detection ``i``'s pasted probabilities, (H, W) float32; None when only binary masks are held."""
+        if self.mask_probs is None:
+            return None
+        return paste_probability(self.mask_probs[i], self.boxes[i], self.image_size)
 
     @property
     def masks(self) -> np.ndarray | None:
