@@ -27,7 +27,7 @@ from detdemo.fileio import atomic_path, remove_stale_temps, write_json
 from detdemo.inference.pipeline import transform_spec
 from detdemo.models import ModelConfig, get_spec, model_from_checkpoint
 from export.formats import EAGER_FILE, EXTRA_FILES, FORMATS, MANIFEST
-from export.metadata import build_metadata, dumps
+from export.metadata import build_metadata, dumps, stamp_onnx
 from export.wrappers import OnnxDetector, ScriptableDetector, gather_merge_levels
 
 ONNX_OPSET = 17
@@ -80,9 +80,7 @@ def export_onnx(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id:
         meta = build_metadata(cfg, "onnx", exporter="torch.onnx.export(dynamo=False)", opset=opset,
                               onnx=onnx.__version__, onnxruntime=onnxruntime.__version__,
                               transform=transform_spec(model), export_id=export_id)
-        del proto.metadata_props[:]
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = "detdemo", dumps(meta)
+        stamp_onnx(proto, meta)
         onnx.save(proto, str(tmp))
     return path
 
@@ -104,9 +102,7 @@ def export_onnx_int8(model: torch.nn.Module, cfg: ModelConfig, path: Path, expor
         meta = build_metadata(cfg, "onnx-int8", exporter="torch.onnx.export(dynamo=False) + " +
                               info["quantization"]["method"], transform=transform_spec(model), export_id=export_id,
                               **info)
-        del proto.metadata_props[:]
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = "detdemo", dumps(meta)
+        stamp_onnx(proto, meta)
         onnx.save(proto, str(tmp))
     return path
 

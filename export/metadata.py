@@ -35,3 +35,10 @@ def build_metadata(cfg: ModelConfig, fmt: str, **extra) -> dict:
 
 def dumps(meta: dict) -> str:
     return json.dumps(meta, sort_keys=True)
+
+
+def stamp_onnx(proto, meta: dict) -> None:
+    """Replace an ONNX model's metadata with detdemo's (``metadata_props["detdemo"]``), in place."""
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "detdemo", dumps(meta)

@@ -11,6 +11,9 @@ headline figures:
 * **cut-off**: its score sits at the other runtime's cut-off (within ``score`` of the detection cap's lowest kept
   score when that cap was hit, or of the score threshold): which of two candidates scoring the same survives
   there is arbitrary.
+* **NMS cut-off**: it is unmatched, and a higher-scoring detection of its label in the other runtime overlaps it
+  at an IoU within what the box tolerance can change of the model's NMS threshold (``_at_nms_cutoff``): on
+  sub-pixel sliver boxes a 0.01 px difference decides whether NMS keeps it.
 * **tie**: its score equals another detection's of its label *in its own runtime* to within a few float32 ulps (a
   genuine tie, not merely close scores), and the other runtime holds a detection of the same label and score that
   is likewise tied (a swapped pair), or an unmatched one, one for one: NMS kept a different member of an
@@ -121,6 +124,27 @@ def _at_cutoff(score: float, other: Detections, cap: int | None, threshold: floa
     return near_threshold or near_cap
 
 
+def _at_nms_cutoff(dets: Detections, i: int, other: Detections, nms_threshold: float | None,
+                   box_px: float) -> bool:
+    """An unmatched detection NMS could keep or drop on float noise: in the other runtime's output, a higher-scoring
+    detection of its label overlaps it at an IoU within what ``box_px`` (the box difference observed between the
+    runtimes on this image) can change of the NMS threshold. The margin is the IoU change of moving box edges by
+    ``box_px`` on the thinner box (2 * box_px / its shorter side): with 0.016 px differences a 0.08 px sliver can
+    flip anywhere within 0.4 of the threshold, a 20 px box only within 0.002."""
+    if nms_threshold is None:
+        return False
+    box = dets.boxes[i]
+    same = np.nonzero((other.labels == dets.labels[i]) & (other.scores > dets.scores[i] - 1e-6))[0]
+    if len(same) == 0:
+        return False
+    iou = _iou(box[None], other.boxes[same])[0]
+    sides = np.minimum(np.minimum(box[2] - box[0], box[3] - box[1]),
+                       np.minimum(other.boxes[same, 2] - other.boxes[same, 0],
+                                  other.boxes[same, 3] - other.boxes[same, 1]))
+    margin = 2 * box_px / np.maximum(sides, 1e-6)
+    return bool((np.abs(iou - nms_threshold) <= margin).any())
+
+
 def _entry(side: str, dets: Detections, i: int) -> dict:
     return {"side": side, "index": int(i), "label": int(dets.labels[i]), "score": float(dets.scores[i]),
             "box": [round(float(v), 3) for v in dets.boxes[i]]}
@@ -155,7 +179,7 @@ def _decisive_iou(ref: Detections, cand: Detections, r: int, c: int, tol: Tolera
 
 
 def compare(probe: str, ref: Detections, cand: Detections, tol: Tolerances, cap: int | None = None,
-            score_threshold: float = 0.0) -> ImageParity:
+            score_threshold: float = 0.0, nms_threshold: float | None = None) -> ImageParity:
     pairs = match(ref, cand, tol.match_iou)
     excusals: list[dict] = []
     judged = []
@@ -189,10 +213,13 @@ def compare(probe: str, ref: Detections, cand: Detections, tol: Tolerances, cap:
         else:
             unexcused_r.append(r)
     unmatched = 0
+    observed = max((float(np.abs(ref.boxes[r] - cand.boxes[c]).max()) for r, c in judged), default=0.0)
     for side, dets, other, left in (("reference", ref, cand, unexcused_r), ("candidate", cand, ref, unexcused_c)):
         for i in left:
             if _at_cutoff(float(dets.scores[i]), other, cap, score_threshold, tol.score):
                 excusals.append({"why": "cut-off", side: _entry(side, dets, i)})
+            elif _at_nms_cutoff(dets, i, other, nms_threshold, min(observed, tol.box_px)):
+                excusals.append({"why": "NMS cut-off", side: _entry(side, dets, i)})
             else:
                 unmatched += 1
     size = (ref.image_size[1], ref.image_size[0])
@@ -290,7 +317,8 @@ def _worst(rows: list[dict], key: str, pick=max):
 
 
 def run_parity(reference, candidates: list, probes: list[tuple[str, Image.Image]], tol: Tolerances,
-               cap: int | None = None, score_threshold: float = 0.0, gated: set[str] | None = None) -> dict:
+               cap: int | None = None, score_threshold: float = 0.0, gated: set[str] | None = None,
+               nms_threshold: float | None = None) -> dict:
     """Compare every candidate with the reference on every probe; returns a JSON-ready report.
 
     ``candidates``: predictors, or (name, predictor) pairs (the report's keys; default: the backend's name).
@@ -300,7 +328,7 @@ def run_parity(reference, candidates: list, probes: list[tuple[str, Image.Image]
     ref_out = [reference.predict(img) for _name, img in probes]
     for item in candidates:
         name, cand = item if isinstance(item, tuple) else (item.backend, item)
-        rows = [asdict(compare(name, ref, cand.predict(img), tol, cap, score_threshold))
+        rows = [asdict(compare(name, ref, cand.predict(img), tol, cap, score_threshold, nms_threshold))
                 for (name, img), ref in zip(probes, ref_out)]
         worst = {
             "detections": sum(r["n_reference"] for r in rows),

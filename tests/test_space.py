@@ -60,3 +60,15 @@ def test_readme_has_the_two_setup_commands_and_ci_runs_the_test_one():
 
 def test_python_version_is_supported_here():
     assert sys.version_info >= (3, 10)
+
+
+def test_missing_shared_data_fails_in_ci_and_skips_elsewhere(monkeypatch, tmp_path):
+    import tests.conftest as conftest
+
+    monkeypatch.setattr(conftest, "SHARED", tmp_path / "no-shared-here")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run with ../shared beside the checkout"):
+        conftest.shared("coco128")
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        conftest.shared("coco128")

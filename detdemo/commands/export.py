@@ -116,7 +116,8 @@ def run_check(args: argparse.Namespace) -> int:
     family = get_spec(_arch(files["eager"])).family_info
     full_precision = {name for name, c in candidates if getattr(c, "precision", "fp32") not in REDUCED}
     report = run_parity(reference, candidates, probes, tol, cap=family.detection_cap(reference.model),
-                        score_threshold=family.score_floor(reference.model), gated=full_precision)
+                        score_threshold=family.score_floor(reference.model), gated=full_precision,
+                        nms_threshold=family.nms_threshold(reference.model))
     report["skipped_images"] = skipped
     out = Path(args.report_dir) if args.report_dir else folder
     js, md = write_reports(report, out)

@@ -47,6 +47,9 @@ class Family:
     def detection_cap(self, model: Any) -> int | None:
         return getattr(self._owner(model), "detections_per_img", None)
 
+    def nms_threshold(self, model: Any) -> float | None:
+        return getattr(self._owner(model), "nms_thresh", None)
+
     def apply_thresholds(self, model: Any, kwargs: dict) -> None:
         owner = self._owner(model)
         for key, attr in self.threshold_kwargs.items():
