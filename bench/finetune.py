@@ -111,7 +111,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--pretrain-images", type=int, default=600)
     p.add_argument("--pretrain-epochs", type=int, default=3)
-    p.add_argument("--small-epochs", type=int, default=4)
+    p.add_argument("--small-epochs", type=int, default=3)
     p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1)

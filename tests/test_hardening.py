@@ -172,7 +172,7 @@ def test_annotation_problems_are_all_reported_up_front(tmp_path):
     with pytest.raises(DataError) as info:
         open_dataset(_coco(tmp_path, images, anns), "all")
     message = str(info.value)
-    assert "ann.json: 3 problem(s)" in message and "b.png not found" in message
+    assert "ann.json: 3 problem(s)" in message and "image 'b.png' not found" in message
     assert "image id 2 is used twice" in message and "refers to image id 9" in message
 
 

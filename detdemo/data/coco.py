@@ -118,12 +118,12 @@ class CocoDataset(DetectionDataset):
                 problems.add(f"image id {img['id']} is used twice ({img['file_name']})")
             image_ids.add(img["id"])
             if not (self.image_dir / img["file_name"]).is_file():
-                problems.add(f"image {img['file_name']} not found in {self.image_dir}")
+                problems.add(f"image '{img['file_name']}' not found in {self.image_dir}")
         by_image: dict[int, list[dict]] = defaultdict(list)
         for k, ann in enumerate(data["annotations"]):
             try:
                 if ann["category_id"] not in self.category_to_label:
-                    problems.add(f"annotation {ann.get('id', k)} uses category_id {ann['category_id']}, which is "
+                    problems.add(f"annotation {ann.get('id', k)} uses category_id {ann['category_id']} which is "
                                  "not in 'categories'")
                     continue
                 if ann["image_id"] not in image_ids:
