@@ -26,7 +26,7 @@ from detdemo.errors import DetDemoError
 from detdemo.fileio import atomic_path, remove_stale_temps, write_json
 from detdemo.inference.pipeline import transform_spec
 from detdemo.models import ModelConfig, get_spec, model_from_checkpoint
-from export.formats import EAGER_FILE, EXTRA_FILES, FORMATS, MANIFEST
+from export.formats import EAGER_FILE, FORMATS, MANIFEST, companions
 from export.metadata import build_metadata, dumps, stamp_onnx
 from export.wrappers import OnnxDetector, ScriptableDetector, gather_merge_levels
 
@@ -150,7 +150,7 @@ def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str
         paths[fmt] = EXPORTERS[fmt](model, cfg, out / FORMATS[fmt].file, export_id=export_id, **extra)
         timings[fmt] = round(time.perf_counter() - t0, 2)
     for fmt in (f for f in FORMATS if f not in order):  # an earlier export's other formats
-        for name in (FORMATS[fmt].file, *EXTRA_FILES.get(fmt, ())):
+        for name in (FORMATS[fmt].file, *companions(FORMATS[fmt].file)):
             (out / name).unlink(missing_ok=True)
     metrics = data.get("metrics") or {}
     kept = ("epoch", "bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75")

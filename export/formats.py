@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from detdemo.models.portable import CONFIG_FILE, WEIGHTS_FILE
+
 EAGER_FILE = "model.pt"  # the checkpoint an export folder carries: the reference for parity and accuracy checks
+PORTABLE_FILE = WEIGHTS_FILE  # what a published model repo carries instead: safetensors (+ config.json)
 MANIFEST = "export.json"  # what was exported, when, from what, with which export id and verified figures
 
 
@@ -16,7 +19,7 @@ MANIFEST = "export.json"  # what was exported, when, from what, with which expor
 class Backend:
     name: str
     label: str  # for people (the app's radio buttons, reports)
-    reads: str  # the file kind it runs: "checkpoint", "torchscript" or "onnx"
+    reads: tuple[str, ...]  # the file kinds it runs: "checkpoint", "safetensors", "torchscript", "onnx", "openvino"
     runtime: str  # "module:Class", imported only when used
     unsafe: bool = False  # loading runs code from the file: never for files from strangers
 
@@ -33,10 +36,10 @@ class Format:
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
-    Backend("pytorch", "PyTorch", "checkpoint", "detdemo.inference.eager:EagerPredictor"),
-    Backend("torchscript", "TorchScript", "torchscript", "export.runtime:TorchScriptPredictor", unsafe=True),
-    Backend("onnxruntime", "ONNX Runtime", "onnx", "export.runtime:OnnxPredictor"),
-    Backend("openvino", "OpenVINO", "openvino", "export.openvino_runtime:OpenVinoPredictor"),
+    Backend("pytorch", "PyTorch", ("checkpoint", "safetensors"), "detdemo.inference.eager:EagerPredictor"),
+    Backend("torchscript", "TorchScript", ("torchscript",), "export.runtime:TorchScriptPredictor", unsafe=True),
+    Backend("onnxruntime", "ONNX Runtime", ("onnx",), "export.runtime:OnnxPredictor"),
+    Backend("openvino", "OpenVINO", ("openvino",), "export.openvino_runtime:OpenVinoPredictor"),
 )}
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
@@ -69,10 +72,11 @@ def choice_label(choice: str) -> str:
     fmt = FORMATS[format_of_choice(choice)]
     precision = {"int8": " INT8", "auto": ""}.get(fmt.precision, "")
     return BACKENDS[fmt.backend].label + precision
-EXTRA_FILES = {"openvino": ("model.bin",)}  # companions a format's file needs beside it
+COMPANIONS = {"model.xml": ("model.bin",), PORTABLE_FILE: (CONFIG_FILE,)}  # files a file needs beside it
+EAGER_FILES = (EAGER_FILE, PORTABLE_FILE)  # what the "eager" entry of a manifest may name
 
-DEFAULT_BACKEND_FOR_KIND = {"checkpoint": "pytorch", "torchscript": "torchscript", "onnx": "onnxruntime",
-                            "openvino": "openvino"}
+DEFAULT_BACKEND_FOR_KIND = {"checkpoint": "pytorch", "safetensors": "pytorch", "torchscript": "torchscript",
+                            "onnx": "onnxruntime", "openvino": "openvino"}
 REDUCED = ("int8", "bf16", "fp16")  # judged by accuracy on data, not detection by detection
 DEFAULT_FORMATS = ("torchscript", "onnx")  # full precision; the others are asked for by name
 
@@ -85,7 +89,5 @@ def backend_label(name: str) -> str:
     return BACKENDS[name].label if name in BACKENDS else name
 
 
-def files_for_backend(backend: str) -> list[str]:
-    """File names an export folder may hold for ``backend``, preferred first (full precision first)."""
-    names = [f.file for f in FORMATS.values() if f.backend == backend]
-    return [EAGER_FILE, *names] if backend == "pytorch" else names
+def companions(name: str) -> tuple[str, ...]:
+    return COMPANIONS.get(name, ())

@@ -22,7 +22,16 @@ from detdemo.errors import CheckpointError, DetDemoError
 from detdemo.inference.detections import Predictor
 from detdemo.inference.device import resolve_device, usable_cpus
 from detdemo.inference.pipeline import HostPipeline, transform_from_spec
-from export.formats import BACKENDS, DEFAULT_BACKEND_FOR_KIND, EAGER_FILE, EXTRA_FILES, FORMATS, MANIFEST
+from detdemo.models.portable import CONFIG_FILE
+from export.formats import (
+    BACKENDS,
+    DEFAULT_BACKEND_FOR_KIND,
+    EAGER_FILE,
+    FORMATS,
+    MANIFEST,
+    PORTABLE_FILE,
+    companions,
+)
 
 TORCHSCRIPT_EXTRA = "detdemo.json"
 
@@ -39,7 +48,10 @@ def _looks_like_onnx(path: Path) -> bool:
 
 
 def file_kind(path: str | Path) -> str:
-    """``checkpoint``, ``torchscript`` or ``onnx``, from the file's bytes; DetDemoError naming the file otherwise."""
+    """``checkpoint``, ``safetensors``, ``torchscript``, ``onnx`` or ``openvino``, from the file's bytes; DetDemoError
+    naming the file otherwise."""
+    from detdemo.models.portable import looks_like_safetensors
+
     path = Path(path)
     if not path.is_file():
         raise DetDemoError(f"{path}: model file not found")
@@ -57,6 +69,8 @@ def file_kind(path: str | Path) -> str:
         return "checkpoint"
     if _looks_like_onnx(path):
         return "onnx"
+    if looks_like_safetensors(path):
+        return "safetensors"
     with open(path, "rb") as f:
         head = f.read(512)
     if head.lstrip().startswith(b"<?xml") and b"<net " in head:
@@ -78,13 +92,27 @@ def read_manifest(folder: Path) -> dict | None:
         raise DetDemoError(f"{path}: unreadable export manifest ({exc}); re-run `detdemo export`") from None
 
 
-def folder_files(folder: str | Path) -> dict[str, Path]:
-    """Format name -> file ("eager" for the checkpoint) of an export folder (through its manifest), or
-    {"eager": best.pt or last.pt} of a training run folder."""
+def member(folder: Path, name: object) -> Path:
+    """``folder / name`` for a file name a manifest gives, refusing any name that would leave the folder (absolute,
+    ``..``, a drive or a backslash): a downloaded repo's manifest is a stranger's text."""
+    text = str(name)
+    parts = text.split("/")
+    if (not isinstance(name, str) or not text or text.startswith("/") or "\\" in text or ":" in text
+            or any(p in ("", ".", "..") for p in parts)):
+        raise DetDemoError(f"{folder / MANIFEST}: refusing file name {text!r} (it must stay inside {folder.name})")
+    return folder / text
+
+
+def folder_files(folder: str | Path, partial: bool = False) -> dict[str, Path]:
+    """Format name -> file ("eager" for the checkpoint or safetensors weights) of an export folder (through its
+    manifest), or {"eager": best.pt or last.pt} of a training run folder. ``partial``: leave out listed files that
+    are absent (a Hub snapshot where only some backends' files were downloaded) instead of refusing the folder."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     exported = [f.file for f in FORMATS.values()]
     if manifest is None:
+        if (folder / PORTABLE_FILE).is_file() and (folder / CONFIG_FILE).is_file():
+            return {"eager": folder / PORTABLE_FILE}  # safetensors + config.json, as on the Hub
         if any((folder / n).is_file() for n in exported):
             raise DetDemoError(f"{folder}: exported files without {MANIFEST}: an export was interrupted or the "
                                "folder was assembled by hand; re-run `detdemo export`")
@@ -93,14 +121,15 @@ def folder_files(folder: str | Path) -> dict[str, Path]:
             raise DetDemoError(f"{folder}: no model files in this folder (expected an export folder from "
                                f"`detdemo export` or a run folder with {' or '.join(RUN_CHECKPOINTS)})")
         return {"eager": run}
-    listed = manifest.get("files") or {}
-    needed = [n for fmt, n in listed.items() for n in (n, *EXTRA_FILES.get(fmt, ()))]
-    missing = sorted(n for n in needed if not (folder / n).is_file())
-    if missing:
+    listed = {fmt: member(folder, n) for fmt, n in (manifest.get("files") or {}).items()}
+    present = {fmt: p for fmt, p in listed.items()
+               if all((folder / n).is_file() for n in (p.name, *companions(p.name)))}
+    missing = sorted(n for p in listed.values() for n in (p.name, *companions(p.name)) if not (folder / n).is_file())
+    if missing and not partial:
         raise DetDemoError(f"{folder}: {MANIFEST} lists {', '.join(missing)}, which is missing; re-run "
                            "`detdemo export`")
     order = ["eager", *FORMATS]
-    return {fmt: folder / listed[fmt] for fmt in order if fmt in listed}
+    return {fmt: present[fmt] for fmt in order if fmt in present}
 
 
 def format_backend(fmt: str) -> str:
@@ -225,10 +254,15 @@ def resolve_model_file(path: str | Path, backend: str | None = None,
     path = Path(path).expanduser()
     if backend is not None and backend not in BACKENDS:
         raise DetDemoError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    partial = False
     if not path.exists():
-        raise DetDemoError(f"{path}: model path not found")
+        from export.hub_files import fetch_model, is_repo_reference
+
+        if not is_repo_reference(str(path)):
+            raise DetDemoError(f"{path}: model path not found")
+        path, partial = fetch_model(str(path), {backend} if backend else None), True
     if path.is_dir():
-        files = folder_files(path)
+        files = folder_files(path, partial=partial)
         backend = backend or format_backend(next(iter(files)))
         mine = [fmt for fmt in files if format_backend(fmt) == backend]
         if not mine:
@@ -241,18 +275,19 @@ def resolve_model_file(path: str | Path, backend: str | None = None,
         path = files[int8[0] if precision == "int8" else (full or mine)[0]]
     kind = file_kind(path)
     backend = backend or DEFAULT_BACKEND_FOR_KIND[kind]
-    if BACKENDS[backend].reads != kind:
+    if kind not in BACKENDS[backend].reads:
         raise DetDemoError(f"{path}: is a {kind} file; the {BACKENDS[backend].label} backend runs "
-                           f"{BACKENDS[backend].reads} files")
+                           f"{' or '.join(BACKENDS[backend].reads)} files")
     return path, backend
 
 
 def load_predictor(path: str | Path, backend: str | None = None, device="auto", precision: str | None = None,
                    **options) -> Predictor:
-    """A ``Predictor`` for any model detdemo writes: a checkpoint, a TorchScript, ONNX or OpenVINO file (any name),
-    an export folder or a training run folder. ``device``: auto, cpu, cuda or cuda:N. ``precision``: bf16 runs
-    PyTorch under autocast and OpenVINO in bf16; int8 picks a folder's INT8 file; None/auto: the file's own (and
-    for OpenVINO, bf16 where the CPU has it). ``options`` go to the runtime (``threads``)."""
+    """A ``Predictor`` for any model detdemo writes: a checkpoint, safetensors weights with their config.json, a
+    TorchScript, ONNX or OpenVINO file (any name), an export folder, a training run folder, or a Hugging Face Hub
+    model repo as ``USER/NAME[@REVISION]`` (``export.hub_files``). ``device``: auto, cpu, cuda or cuda:N.
+    ``precision``: bf16 runs PyTorch under autocast and OpenVINO in bf16; int8 picks a folder's INT8 file;
+    None/auto: the file's own (and for OpenVINO, bf16 where the CPU has it). ``options``: runtime settings."""
     file, backend = resolve_model_file(path, backend, precision)
     module, _, name = BACKENDS[backend].runtime.partition(":")
     try:
@@ -261,7 +296,8 @@ def load_predictor(path: str | Path, backend: str | None = None, device="auto", 
         raise DetDemoError(f"the {BACKENDS[backend].label} backend needs a package that is not installed "
                            f"({exc.name}): pip install {exc.name}") from None
     if backend == "pytorch":
-        predictor = cls.from_checkpoint(file, device=device, precision=precision or "fp32", **options)
+        load = cls.from_portable if file_kind(file) == "safetensors" else cls.from_checkpoint
+        predictor = load(file, device=device, precision=precision or "fp32", **options)
         check_export_id(file, predictor.export_id)
         return predictor
     if backend == "openvino":

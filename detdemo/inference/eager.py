@@ -62,6 +62,16 @@ class EagerPredictor(HostPipeline):
         predictor.export_id = data.get("export_id")
         return predictor
 
+    @classmethod
+    def from_portable(cls, path: str | Path, device="auto", precision: str = "fp32") -> EagerPredictor:
+        """From ``model.safetensors`` and the ``config.json`` beside it: no unpickling at all."""
+        from detdemo.models.portable import load_portable
+
+        model, cfg, config = load_portable(path)
+        predictor = cls(model, cfg.class_names, path=path, device=device, precision=precision)
+        predictor.export_id = config.get("export_id")
+        return predictor
+
     def _preprocess_device(self) -> torch.device:
         return self._device
 
