@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from detdemo.errors import DetDemoError
 
 COMMAND_MODULES = ("detdemo.commands.info", "detdemo.commands.data", "detdemo.commands.train",
-                   "detdemo.commands.evaluate", "detdemo.commands.predict", "detdemo.commands.export")
+                   "detdemo.commands.evaluate", "detdemo.commands.predict", "detdemo.commands.export",
+                   "detdemo.commands.publish")
 
 
 def build_parser() -> argparse.ArgumentParser:

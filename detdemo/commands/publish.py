@@ -1,0 +1,98 @@
+"""``detdemo publish``: a Hugging Face model repo (safetensors, config, exports, reports, model card) and a Space
+that serves it, staged in one folder and, when asked, uploaded.
+
+    detdemo publish --model runs/bccd --out publish/ [--push USER/NAME] [--space USER/NAME] [--private]
+
+A run folder or checkpoint is exported first (TorchScript and ONNX, checked detection by detection, and by AP
+with ``--data``); an export folder is published as it is, with the figures its checks recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EXPORT_WORK = "export"  # under --out: where a run or checkpoint is exported before staging
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("publish", help="stage (and upload) a Hub model repo with a model card, and a Space")
+    p.add_argument("--model", required=True, metavar="PATH",
+                   help="a training run folder, a checkpoint, or an export folder (from `detdemo export`)")
+    p.add_argument("--out", required=True, help="staging folder: model/ and space/ are written inside")
+    p.add_argument("--push", metavar="USER/NAME", default=None, help="upload the model repo to this Hub repo id")
+    p.add_argument("--space", metavar="USER/NAME", default=None, help="upload the Space to this Hub Space id")
+    p.add_argument("--private", action="store_true", help="create the repos private")
+    p.add_argument("--repo-id", metavar="USER/NAME", default=None,
+                   help="the model repo id the card and Space name when not pushing (default: --push's)")
+    p.add_argument("--revision", default=None,
+                   help="the model repo revision the Space pins when not pushing (default: main; with --push: the "
+                        "uploaded commit)")
+    p.add_argument("--data", default=None, help="labelled data to verify every exported file's AP on (when "
+                                                "exporting a run or checkpoint)")
+    p.add_argument("--dataset", default=None, help="the dataset's name on the card (default: the training data's "
+                                                   "folder name)")
+    p.add_argument("--license", default="other", help="the model's license identifier on the Hub (default: other)")
+    p.add_argument("--examples", default=None, help="example images for the repo and the Space (default: the "
+                                                    "export folder's examples/)")
+    p.set_defaults(func=run)
+
+
+def _export_folder(args: argparse.Namespace, out: Path) -> Path:
+    """The folder to publish: ``--model`` itself when it is an export folder, else a fresh, checked export."""
+    from detdemo.checkpoint import resolve_checkpoint_path
+    from detdemo.commands.export import run_check
+    from detdemo.errors import DetDemoError
+    from export.exporters import export_checkpoint
+    from export.formats import DEFAULT_FORMATS, MANIFEST
+
+    model = Path(args.model)
+    if model.is_dir() and (model / MANIFEST).is_file():
+        return model
+    if not model.exists():
+        raise DetDemoError(f"{model}: model path not found")
+    folder = out / EXPORT_WORK
+    export_checkpoint(resolve_checkpoint_path(model), DEFAULT_FORMATS, folder)
+    check = argparse.Namespace(dir=folder, images=None, box_tol=None, score_tol=None, mask_iou_min=None,
+                               report_dir=None, probes="full", device="auto", data=args.data, split="val",
+                               layout=None, ap_tol=None, reduced_ap_tol=None)
+    if run_check(check) != 0:
+        raise DetDemoError(f"{folder}: the exported files failed their check (see parity.md"
+                           f"{' and accuracy.md' if args.data else ''} there); not publishing")
+    return folder
+
+
+def run(args: argparse.Namespace, api=None) -> int:
+    """``api``: an ``HfApi`` stand-in (tests); the default is the real one, with the user's token."""
+    from detdemo.errors import DetDemoError
+    from detdemo.fileio import IMAGE_EXTENSIONS
+    from detdemo.hub.space import stage_space
+    from detdemo.hub.upload import hub_api, push_folder
+    from export.hub_files import parse_reference
+    from export.publish import EXAMPLES, stage_model_repo
+
+    out = Path(args.out)
+    if args.space and not (args.push or args.repo_id):
+        raise DetDemoError("--space needs the model repo it serves: add --push USER/NAME (or --repo-id for one "
+                           "already on the Hub)")
+    for repo in (args.push, args.space, args.repo_id):
+        if repo:
+            parse_reference(repo)  # USER/NAME, checked before any work
+    if args.push or args.space:
+        api = hub_api(api)  # no token: say so before exporting anything
+    folder = _export_folder(args, out)
+    repo_id = args.push or args.repo_id or f"local/{Path(args.model).resolve().name}"
+    facts = stage_model_repo(folder, out / "model", repo_id, dataset=args.dataset, license=args.license,
+                             examples=args.examples, space_id=args.space)
+    print(f"model repo staged: {out / 'model'} ({', '.join(sorted(p.name for p in (out / 'model').iterdir()))})")
+    revision = args.revision
+    if args.push:
+        revision = push_folder(out / "model", args.push, private=args.private, api=api)
+        print(f"model repo uploaded: https://huggingface.co/{args.push} (commit {revision})")
+    examples = sorted(p for p in (out / "model" / EXAMPLES).glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    stage_space(out / "space", facts, revision or "main", examples)
+    print(f"Space staged: {out / 'space'} (serves {repo_id}@{revision or 'main'})")
+    if args.space:
+        commit = push_folder(out / "space", args.space, repo_type="space", private=args.private, api=api)
+        print(f"Space uploaded: https://huggingface.co/spaces/{args.space} (commit {commit})")
+    return 0

@@ -1,0 +1,107 @@
+"""What a published model repo holds, staged from an export folder: safetensors + config.json (no pickle), the
+exported files with their companions, the parity and accuracy reports, the model's examples, a model card, and a
+manifest that names the safetensors file as the eager reference.
+
+The export id travels on: config.json and every exported file carry the same id as the manifest, so a repo whose
+files come from two exports is refused by the loaders, exactly as a local export folder is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from detdemo.errors import DetDemoError
+from detdemo.fileio import write_json
+from detdemo.hub.card import ModelFacts, write_card
+from detdemo.models.portable import WEIGHTS_FILE, save_portable
+from export.formats import FORMATS, MANIFEST, backend_label, choice_label, choice_of, companions
+
+REPORTS = ("parity.json", "parity.md", "accuracy.json", "accuracy.md")
+EXAMPLES = "examples"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _label(name: str) -> str:
+    """A report's backend key ("onnx", "onnx-int8", "eager", or a backend name) as people read it."""
+    if name in FORMATS:
+        return choice_label(choice_of(name))
+    return backend_label(name)
+
+
+def verification_lines(folder: Path) -> list[str]:
+    """One line per exported file from the folder's parity and accuracy reports."""
+    lines = []
+    parity = _read_json(folder / "parity.json")
+    for name, b in ((parity or {}).get("backends") or {}).items():
+        o = b.get("overall", {})
+        verdict = ("PASS" if b.get("passed") else "FAIL") if b.get("gated", True) else "reported (judged by AP)"
+        lines.append(f"{_label(name)} (`{Path(b.get('file', '')).name}`), detection by detection on "
+                     f"{len(b.get('images', []))} probe images: **{verdict}** — max box difference "
+                     f"{o.get('max_box_diff_px', 0):.2g} px, max score difference {o.get('max_score_diff', 0):.2g}")
+    accuracy = _read_json(folder / "accuracy.json")
+    for name, f in ((accuracy or {}).get("files") or {}).items():
+        if name == "eager":
+            continue
+        deltas = ", ".join(f"{t} ΔAP {f['delta'][f'{t}_AP']:+.4f}" for t in accuracy.get("iou_types", [])
+                           if f"{t}_AP" in f.get("delta", {}))
+        lines.append(f"{_label(name)}, AP on {Path(str(accuracy.get('data', ''))).name} {accuracy.get('split', '')} "
+                     f"({accuracy.get('images', '?')} images): **{'PASS' if f.get('passed') else 'FAIL'}** — "
+                     f"{deltas} (limit {f.get('limit')})")
+    return lines
+
+
+def stage_model_repo(export_dir: str | Path, out: str | Path, repo_id: str, *, dataset: str | None = None,
+                     license: str = "other", examples: str | Path | None = None,
+                     space_id: str | None = None) -> ModelFacts:
+    """Write the model repo for ``export_dir`` into ``out`` (emptied first); returns what the card says."""
+    from detdemo.checkpoint import load_checkpoint
+    from detdemo.models import get_spec
+    from export.runtime import folder_files, read_manifest
+
+    export_dir, out = Path(export_dir), Path(out)
+    manifest = read_manifest(export_dir)
+    if manifest is None:
+        raise DetDemoError(f"{export_dir}: not an export folder (no {MANIFEST}); run `detdemo export` first")
+    files = folder_files(export_dir)
+    if "eager" not in files:
+        raise DetDemoError(f"{export_dir}: holds no PyTorch checkpoint to publish as safetensors")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    checkpoint = load_checkpoint(files["eager"])
+    save_portable(out, checkpoint, export_id=manifest.get("export_id"))
+    names = {"eager": WEIGHTS_FILE}
+    for fmt, path in files.items():
+        if fmt == "eager":
+            continue
+        for name in (path.name, *companions(path.name)):
+            shutil.copyfile(export_dir / name, out / name)
+        names[fmt] = path.name
+    for report in REPORTS:
+        if (export_dir / report).is_file():
+            shutil.copyfile(export_dir / report, out / report)
+    source = Path(examples) if examples else export_dir / EXAMPLES
+    if source.is_dir():
+        shutil.copytree(source, out / EXAMPLES, ignore=shutil.ignore_patterns(".*"))
+    published = {**manifest, "files": names, "source": Path(str(manifest.get("source", ""))).name}
+    write_json(out / MANIFEST, published)
+    train = checkpoint.get("train_config") or {}
+    cfg = checkpoint["model_config"]
+    facts = ModelFacts(
+        repo_id=repo_id, arch=cfg["arch"], class_names=list(cfg["class_names"]),
+        dataset=dataset or Path(str(train.get("data") or "unknown")).name,
+        metrics={k: v for k, v in (manifest.get("metrics") or {}).items() if k != "epoch"},
+        files={"PyTorch (safetensors)": WEIGHTS_FILE, **{_label(fmt): name for fmt, name in names.items()
+                                                         if fmt != "eager"}},
+        verification=verification_lines(export_dir), license=license,
+        masks=get_spec(cfg["arch"]).masks, space_id=space_id)
+    write_card(facts, out)
+    return facts
