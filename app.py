@@ -1,71 +1,17 @@
-"""detdemo's Gradio app, and the entry point of its Hugging Face Space.
+"""detdemo's Gradio app, and the entry point of its Hugging Face Space (see ``detdemo.app.main`` for the options).
 
-    python app.py                                   # the bundled shapes model, http://127.0.0.1:7860
+    python app.py                                   # the bundled models, http://127.0.0.1:7860
     python app.py --model runs/export --backend onnxruntime --port 8080
-
-Every option has an environment variable (DETDEMO_MODEL, DETDEMO_BACKEND, DETDEMO_DEVICE, DETDEMO_CONCURRENCY,
-DETDEMO_NO_COCO; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT for host and port), which is how a Space is configured.
+    python app.py --model USER/NAME@REVISION         # a model repo on the Hugging Face Hub
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-BUNDLED_MODEL = HERE / "models" / "shapes"
-EXAMPLES = HERE / "examples"
+from detdemo.app.main import main, make_demo, parse_args
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from detdemo.app.catalogue import CHOICES
-
-    env = os.environ.get
-    p = argparse.ArgumentParser(description="detdemo: detect and segment objects in the browser")
-    p.add_argument("--model", default=env("DETDEMO_MODEL"),
-                   help="export folder, training run folder, checkpoint, TorchScript .pt or .onnx file "
-                        "(shown first; the bundled shapes model stays available)")
-    p.add_argument("--backend", choices=CHOICES, default=env("DETDEMO_BACKEND"),
-                   help="backend selected at start (default: the first the model has)")
-    p.add_argument("--device", default=env("DETDEMO_DEVICE", "auto"),
-                   help="auto, cpu, cuda or cuda:N: every backend runs there (auto: the GPU when there is one)")
-    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; 0.0.0.0 for a network)")
-    p.add_argument("--port", type=int, default=None, help="port (default 7860, or the next free one)")
-    p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
-    p.add_argument("--concurrency", type=int, default=int(env("DETDEMO_CONCURRENCY", "1")),
-                   help="requests run at once; the rest wait in Gradio's queue (1 suits a 2-core CPU)")
-    p.add_argument("--no-coco", action="store_true", default=env("DETDEMO_NO_COCO", "") not in ("", "0"),
-                   help="do not offer torchvision's COCO Mask R-CNN")
-    return p.parse_args(argv)
-
-
-def make_demo(args: argparse.Namespace):
-    from detdemo.app.catalogue import default_catalogue
-    from detdemo.app.ui import build_demo
-
-    catalogue = default_catalogue(args.model, include_coco=not args.no_coco, bundled=BUNDLED_MODEL,
-                                  device=args.device)
-    examples = sorted(str(p) for p in EXAMPLES.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    return build_demo(catalogue, examples, default_backend=args.backend, concurrency_limit=args.concurrency)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from detdemo.errors import DetDemoError
-
-    args = parse_args(argv)
-    try:
-        demo = make_demo(args)
-    except DetDemoError as exc:
-        print(f"detdemo: error: {exc}", file=sys.stderr)
-        return 2
-    from detdemo.app.upload import MAX_UPLOAD_BYTES
-
-    demo.queue(max_size=64).launch(server_name=args.host, server_port=args.port, share=args.share,
-                                   max_file_size=MAX_UPLOAD_BYTES, show_error=True)
-    return 0
-
+__all__ = ["main", "make_demo", "parse_args"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,7 +24,7 @@ import numpy as np
 
 from bench.common import REPO, table, write_json
 
-EXAMPLES = sorted((REPO / "examples").glob("shapes_*.jpg"))
+EXAMPLES = sorted((REPO / "models" / "shapes" / "examples").glob("shapes_*.jpg"))
 MODEL = "shapes (bundled maskrcnn_light)"
 
 

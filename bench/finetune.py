@@ -4,6 +4,8 @@
     python -m bench.finetune --stages finetuned & python -m bench.finetune --stages scratch; wait
     python -m bench.finetune --stages amp        # optional: the fine-tuned arm again under --amp (bf16)
     python -m bench.finetune --stages report
+    python -m bench.finetune --stages pretrain,finetuned,amp,amp-report --lrs 0.003 --seeds 0 1
+                                                 # bf16 vs fp32 alone: both arms on seeds 0 and 1, one pretrain
 
 1. Pretrain ``maskrcnn_light`` on a large synthetic shapes set (circle, square, triangle).
 2. On a small set like Penn-Fudan (170 train images) with *different* classes (star, hexagon, cross), train two
@@ -140,6 +142,13 @@ def main() -> None:
             run_arm(arm, work, small, args)
     if "amp" in stages:
         run_amp(work, small, args)
+    if "amp-report" in stages:
+        amp = amp_summary(work, args)
+        if amp is None:
+            raise SystemExit("amp-report: the --amp runs are missing; run the amp stage first")
+        print("fine-tuned arm, fp32 vs --amp (bf16 autocast), seeds " + ", ".join(map(str, args.seeds[:2])) + ": " +
+              "; ".join(f"{k} bbox AP {v['bbox_AP']}, mask AP {v['segm_AP']}" for k, v in amp.items()))
+        print(f"wrote {write_json('finetune_amp', {'amp': amp, 'settings': vars(args)})}")
     if "report" not in stages:
         return
     arms = [summarise(arm, work, args) for arm in ARMS]

@@ -1,9 +1,10 @@
 """The models the app offers and the predictors behind them, loaded once and shared by every request.
 
-Three kinds of entry: a model on disk (the bundled default, or whatever ``--model`` names: an export folder, a
-training run folder, a checkpoint, a TorchScript or an ONNX file), and torchvision's COCO-pretrained Mask R-CNN,
-which comes from the torch cache or a download. A backend whose file is missing is reported as unavailable with
-the reason instead of being offered and failing later.
+Three kinds of entry: a model on disk (the bundled ones, or whatever ``--model`` names: an export folder, a
+training run folder, a checkpoint, a TorchScript or an ONNX file), a model repo on the Hugging Face Hub
+(``USER/NAME[@REVISION]``, through the Hub cache), and torchvision's COCO-pretrained Mask R-CNN, which comes from
+the torch cache or a download. A backend whose file is missing is reported as unavailable with the reason instead
+of being offered and failing later. Each model carries its own example images (its folder's ``examples/``).
 """
 
 from __future__ import annotations
@@ -31,8 +32,12 @@ from export.formats import (
 
 CHOICES = [EAGER_CHOICE, *(f.choice for f in FORMATS.values())]  # backend choices, in the page's order
 BACKEND_LABELS = {c: choice_label(c) for c in CHOICES}
-BUNDLED_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "shapes"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+BUNDLED_MODEL_DIR = MODELS_DIR / "shapes"
 BUNDLED_MODEL_NAME = "shapes (bundled maskrcnn_light)"
+BCCD_MODEL_NAME = "blood cells, BCCD (bundled fasterrcnn_light)"
+BUNDLED_MODELS = [(BUNDLED_MODEL_DIR, BUNDLED_MODEL_NAME), (MODELS_DIR / "bccd", BCCD_MODEL_NAME)]
+EXAMPLES_DIR = "examples"  # a model folder's own example images
 COCO_MODEL_NAME = "COCO Mask R-CNN R50-FPN (torchvision)"
 DOWNLOAD_TIMEOUT_S = 20.0
 
@@ -45,6 +50,8 @@ class ModelEntry:
     description: str = ""
     loader: Callable[[], object] | None = None  # for entries not backed by files (torchvision's COCO model)
     verified: dict[str, dict] = field(default_factory=dict)  # backend choice -> check-export's accuracy figures
+    examples: list[Path] = field(default_factory=list)  # images that show what this model is for
+    checked: dict[str, str] = field(default_factory=dict)  # backend choice -> its parity check on the examples
 
     @property
     def backends(self) -> list[str]:
@@ -79,20 +86,37 @@ def _describe(folder: Path) -> str:
     return "; ".join(parts)
 
 
-def entry_from_path(path: str | Path, name: str | None = None) -> ModelEntry:
-    """An export folder, a run folder (best.pt), or one model file (recognised by its content).
+def _examples(folder: Path | None) -> list[Path]:
+    from detdemo.fileio import IMAGE_EXTENSIONS
+
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def entry_from_path(path: str | Path, name: str | None = None, *, backend: str | None = None,
+                    examples: str | Path | None = None) -> ModelEntry:
+    """An export folder, a run folder (best.pt), one model file (recognised by its content), or a Hub model repo.
 
     Reduced-precision files (INT8, OpenVINO's bf16) are offered only when the folder's manifest holds their
-    verified accuracy (``detdemo check-export DIR --data ...``) and it passed."""
+    verified accuracy (``detdemo check-export DIR --data ...``) and it passed. From the Hub, every safe backend's
+    files are fetched; TorchScript's only when ``backend`` names it (loading it runs code from the file)."""
     from export.runtime import file_kind, folder_files, format_precision, read_manifest
 
     path = Path(path).expanduser()
+    partial = False
     if not path.exists():
-        raise DetDemoError(f"{path}: model path not found")
+        from export.hub_files import fetch_model, is_repo_reference
+
+        if not is_repo_reference(str(path)):
+            raise DetDemoError(f"{path}: model path not found")
+        name = name or str(path).split("/")[-1].split("@")[0]
+        wanted = {"pytorch", "onnxruntime", "openvino"} | ({"torchscript"} if backend == "torchscript" else set())
+        path, partial = fetch_model(str(path), wanted, extras=[f"{EXAMPLES_DIR}/*"]), True
     verified: dict[str, dict] = {}
     missing: dict[str, str] = {}
     if path.is_dir():
-        by_format = folder_files(path)  # refuses an interrupted export's mixture of files
+        by_format = folder_files(path, partial=partial)  # refuses an interrupted export's mixture of files
         manifest = read_manifest(path) or {}
         verified = {choice_of(fmt): v for fmt, v in (manifest.get("verified") or {}).items() if fmt in FORMATS}
         files = {}
@@ -115,7 +139,8 @@ def entry_from_path(path: str | Path, name: str | None = None) -> ModelEntry:
         if choice not in files and choice not in missing:
             fmt = format_of_choice(choice)
             missing[choice] = f"no {FORMATS[fmt].file if fmt in FORMATS else 'model.pt'} in {folder.name or folder}"
-    return ModelEntry(name or path.name, files, missing, _describe(folder), verified=verified)
+    shown = _examples(Path(examples) if examples else folder / EXAMPLES_DIR)
+    return ModelEntry(name or path.name, files, missing, _describe(folder), verified=verified, examples=shown)
 
 
 def public(message: str) -> str:
@@ -173,6 +198,13 @@ class Catalogue:
         self._predictors: dict[tuple[str, str], object] = {}
         self._failures: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
+        self.model_calls = 0  # how many times any model ran: redraws must not add to it (tests, benchmark)
+        self._verify_lock = threading.Lock()
+        self._verified: set[str] = set()
+
+    def count_model_call(self) -> None:
+        with self._lock:
+            self.model_calls += 1
 
     @property
     def names(self) -> list[str]:
@@ -216,14 +248,62 @@ class Catalogue:
             return predictor
 
 
+    def verify(self, name: str, examples: int = 4) -> None:
+        """Once per model, on first use: each exported full-precision backend against PyTorch on the model's own
+        examples, with the parity checker's tolerances. A backend that fails is withdrawn (listed as unavailable,
+        with the reason) rather than offered. Reduced-precision files are judged by their recorded AP instead."""
+        from detdemo.data.images import open_image
+        from export.parity import Tolerances, compare
+
+        entry = self.entry(name)
+        with self._verify_lock:
+            if name in self._verified:
+                return
+            self._verified.add(name)
+            candidates = [c for c in entry.files if c != EAGER_CHOICE
+                          and format_precision_of_choice(c) not in REDUCED]
+            if EAGER_CHOICE not in entry.files or not entry.examples or not candidates:
+                return
+            images = [(p.name, open_image(p)) for p in entry.examples[:examples]]
+            reference = self.predictor(name, EAGER_CHOICE)
+            expected = [reference.predict(image) for _, image in images]
+            tol = Tolerances()
+            for choice in candidates:
+                try:
+                    predictor = self.predictor(name, choice)
+                except DetDemoError as exc:
+                    entry.checked[choice] = f"not loaded ({exc})"
+                    continue
+                reports = [compare(probe, ref, predictor.predict(image), tol)
+                           for (probe, image), ref in zip(images, expected)]
+                failed = [f"{r.probe}: {'; '.join(r.reasons)}" for r in reports if not r.passed]
+                worst = max(r.max_box_diff_px for r in reports)
+                if failed:
+                    entry.files.pop(choice)
+                    entry.missing[choice] = f"failed the parity check on this model's examples ({failed[0]})"
+                    with self._lock:
+                        self._predictors.pop((name, choice), None)
+                else:
+                    entry.checked[choice] = (f"matches PyTorch on {len(images)} example(s) "
+                                             f"(max box difference {worst:.2g} px)")
+
+
+def format_precision_of_choice(choice: str) -> str:
+    fmt = format_of_choice(choice)
+    return "fp32" if fmt == "eager" else FORMATS[fmt].precision
+
+
 def default_catalogue(model_path: str | Path | None = None, include_coco: bool = True,
-                      bundled: Path = BUNDLED_MODEL_DIR, device: str = "auto") -> Catalogue:
-    """``model_path`` (if given) first, then the bundled model, then torchvision's COCO model."""
+                      bundled: list[tuple[Path, str]] | None = None, device: str = "auto",
+                      backend: str | None = None, examples: str | Path | None = None) -> Catalogue:
+    """``model_path`` (if given) first, then the bundled models that are present, then torchvision's COCO model."""
     entries = []
     if model_path is not None:
-        entries.append(entry_from_path(model_path))
-    if bundled.is_dir() and (model_path is None or Path(model_path).resolve() != bundled.resolve()):
-        entries.append(entry_from_path(bundled, BUNDLED_MODEL_NAME))
+        entries.append(entry_from_path(model_path, backend=backend, examples=examples))
+    given = Path(model_path).resolve() if model_path is not None and Path(model_path).exists() else None
+    for folder, name in BUNDLED_MODELS if bundled is None else bundled:
+        if (folder / MANIFEST).is_file() and folder.resolve() != given:
+            entries.append(entry_from_path(folder, name))
     if include_coco:
         entries.append(coco_entry())
     return Catalogue(entries, device)

@@ -1,64 +1,197 @@
-"""The page: gr.Blocks wiring the catalogue and the predict function together.
+"""The page: gr.Blocks wiring the catalogue, the prediction halves (detect, render) and the compare view together.
 
-The ``predict`` endpoint's name and argument order are a public API (``gradio_client`` users call
-``client.predict(handle_file(path), model, backend, threshold, boxes, masks, labels, api_name="/predict")``),
-so they change only with a major version.
+Live: an upload or an example click detects at once; the threshold, the box/mask/label toggles and the class filter
+redraw from the session's last raw detections (``SessionResults``) without running the model; a webcam tab
+streams frames through the chosen backend; a compare tab shows PyTorch against an exported backend.
+
+The ``predict`` endpoint's name, argument order and outputs are a public API (``gradio_client`` users call
+``client.predict(handle_file(path), model, backend, threshold, boxes, masks, labels, api_name="/predict")`` and
+get ``(image, table, timings, summary)``), so they change only with a major version. Every other event is private.
 """
 
 from __future__ import annotations
 
+import html
+import tempfile
 from pathlib import Path
 
 import gradio as gr
 
 from detdemo.app.catalogue import BACKEND_LABELS, Catalogue
-from detdemo.app.predict import TABLE_COLUMNS, TIMING_COLUMNS, PredictRequest, run_prediction
+from detdemo.app.compare import COMPARE_COLUMNS, compare_backends
+from detdemo.app.predict import (
+    TABLE_COLUMNS,
+    TIMING_COLUMNS,
+    PredictResult,
+    Raw,
+    SessionResults,
+    View,
+    detect,
+    render,
+)
 from detdemo.app.upload import ImageUpload
+from detdemo.app.webcam import FrameRate
+from detdemo.engine.draw import class_colour
 from detdemo.errors import DetDemoError
 
 API_NAME = "predict"
 CACHE_CLEANUP = (3600, 3600)  # (every N seconds, files older than N seconds)
+WEBCAM_EVERY_S = 0.1  # the browser sends a frame this often; frames that arrive while the model runs are dropped
+WEBCAM_TIME_LIMIT_S = 120  # one visitor's stream may hold the model this long, then others get their turn
+PRIVATE = {"api_visibility": "private"}
 
 
 def _backend_choices(catalogue: Catalogue, model: str) -> tuple[list[tuple[str, str]], str]:
+    catalogue.verify(model)  # withdraws an exported backend that disagrees with PyTorch on the examples
     entry = catalogue.entry(model)
     choices = [(entry.label(b), b) for b in BACKEND_LABELS if b in entry.backends]
     notes = [f"{BACKEND_LABELS[b]}: unavailable ({why})" for b, why in entry.missing.items()]
+    notes += [f"{BACKEND_LABELS[b]}: {what}" for b, what in entry.checked.items()]
     info = f"**{entry.name}** — {entry.description}" + ("".join(f"\n- {n}" for n in notes) if notes else "")
     return choices, info
 
 
-def build_demo(catalogue: Catalogue, examples: list[str] | None = None, default_backend: str | None = None,
-               concurrency_limit: int = 1) -> gr.Blocks:
+def legend(class_names: list[str], counts: dict[str, int] | None = None) -> str:
+    """Every class of the model with the colour it is drawn in (by label, so the same on every backend)."""
+    items = []
+    for label, name in enumerate(class_names, start=1):
+        r, g, b = class_colour(label)
+        count = f" ({counts.get(name, 0)})" if counts is not None else ""
+        items.append(f'<span class="legend-item" style="margin-right:1em;white-space:nowrap">'
+                     f'<span style="display:inline-block;width:0.9em;height:0.9em;background:rgb({r},{g},{b});'
+                     f'border-radius:2px;margin-right:0.3em;vertical-align:middle"></span>{html.escape(name)}{count}'
+                     "</span>")
+    return f'<div id="legend">{"".join(items)}</div>'
+
+
+def _coco_file(result: PredictResult, raw: Raw) -> str | None:
+    """The shown detections as COCO results JSON (boxes in the uploaded image's pixels), in Gradio's cache."""
+    from detdemo.engine.evaluate import detections_to_coco
+    from detdemo.fileio import write_json
+
+    det = result.shown
+    if det is None:
+        return None
+    cats = {i: i for i in range(1, len(det.class_names) + 1)}
+    if raw.scale == 1.0:
+        entries = detections_to_coco(det, 1, cats)
+    else:  # a scaled-down large photo: boxes mapped back; masks are at inference size, so left out
+        entries = [{"image_id": 1, "category_id": int(label), "bbox": [x0 / raw.scale, y0 / raw.scale,
+                                                                       (x1 - x0) / raw.scale, (y1 - y0) / raw.scale],
+                    "score": float(score)} for (x0, y0, x1, y1), label, score in
+                   zip(det.boxes.tolist(), det.labels.tolist(), det.scores.tolist())]
+    folder = Path(tempfile.mkdtemp(prefix="detdemo-"))
+    return str(write_json(folder / "detections.coco.json", entries, indent=None))
+
+
+def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurrency_limit: int = 1) -> gr.Blocks:
     first = catalogue.names[0]
     choices, info = _backend_choices(catalogue, first)
     values = [c[1] for c in choices]
     backend_value = default_backend if default_backend in values else values[0]
+    results = SessionResults()
+    rates: dict[str, FrameRate] = {}
 
-    def predict(image, model, backend, score_threshold, boxes, masks, labels):
+    def class_names(model: str) -> list[str]:
         try:
-            result = run_prediction(catalogue, PredictRequest(image, model, backend, score_threshold, boxes, masks,
-                                                              labels))
+            return list(catalogue.predictor(model, catalogue.entry(model).backends[0]).class_names)
+        except DetDemoError:
+            return []
+
+    def fail(exc: DetDemoError):
+        raise gr.Error(str(exc), print_exception=False) from None
+
+    def session(request: gr.Request | None) -> str:
+        return getattr(request, "session_hash", None) or "api"
+
+    def extras(result: PredictResult, raw: Raw):
+        counts: dict[str, int] = {}
+        for name in result.shown.names():
+            counts[name] = counts.get(name, 0) + 1
+        return legend(raw.det.class_names, counts), gr.DownloadButton(value=_coco_file(result, raw), visible=True)
+
+    def predict(image, model, backend, score_threshold, boxes, masks, labels, request: gr.Request = None):
+        """The public API: one model run at this threshold (and the session's raw result, for redraws)."""
+        try:
+            raw = detect(catalogue, image, model, backend)
+            result = render(raw, View(score_threshold, boxes, masks, labels))
         except DetDemoError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            fail(exc)
+        results.put(session(request), raw)
         return result.image, result.rows, result.timings, result.summary
+
+    def live(image, model, backend, score_threshold, boxes, masks, labels, classes, request: gr.Request):
+        """Upload, example, model or backend change: run the model, keep the raw result, draw the view."""
+        if image is None:
+            results.drop(session(request))
+            return None, None, None, "", legend(class_names(model)), gr.DownloadButton(visible=False)
+        try:
+            raw = detect(catalogue, image, model, backend)
+            result = render(raw, View(score_threshold, boxes, masks, labels, classes))
+        except DetDemoError as exc:
+            fail(exc)
+        results.put(session(request), raw)
+        return (result.image, result.rows, result.timings, result.summary, *extras(result, raw))
+
+    def redraw(score_threshold, boxes, masks, labels, classes, request: gr.Request):
+        """Threshold, toggles or class filter changed: draw the last raw result again; the model does not run."""
+        raw = results.get(session(request))
+        if raw is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        try:
+            result = render(raw, View(score_threshold, boxes, masks, labels, classes), redraw=True)
+        except DetDemoError as exc:
+            fail(exc)
+        return (result.image, result.rows, result.timings, result.summary, *extras(result, raw))
 
     def select_model(model):
         try:
             new_choices, new_info = _backend_choices(catalogue, model)
         except DetDemoError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            fail(exc)
         new_values = [c[1] for c in new_choices]
-        return gr.Radio(choices=new_choices, value=new_values[0], interactive=len(new_values) > 1), new_info
+        names = class_names(model)
+        samples = [[str(p)] for p in catalogue.entry(model).examples]
+        return (gr.Radio(choices=new_choices, value=new_values[0], interactive=len(new_values) > 1), new_info,
+                gr.CheckboxGroup(choices=names, value=names), legend(names), gr.Dataset(samples=samples))
 
+    def webcam(frame, model, backend, score_threshold, boxes, masks, labels, classes, request: gr.Request):
+        """One camera frame through the chosen backend. Gradio runs one frame per session at a time
+        (concurrency 1, trigger "always_last"), so frames the browser sends while the model runs are dropped."""
+        if frame is None:
+            return gr.skip(), gr.skip()
+        key = session(request)
+        meter = rates.setdefault(key, FrameRate())
+        try:
+            raw = detect(catalogue, frame, model, backend)
+            result = render(raw, View(score_threshold, boxes, masks, labels, classes))
+        except DetDemoError as exc:
+            fail(exc)
+        fps = meter.tick()
+        if len(rates) > 64:  # bounded: forget the oldest sessions' meters
+            rates.pop(next(iter(rates)))
+        return result.image, (f"**{fps:.1f} frames/s** through {BACKEND_LABELS[backend]} "
+                              f"({len(result.shown)} detections, model {raw.stages.get('model', 0) * 1000:.0f} ms)")
+
+    def compare_view(model, backend, score_threshold, masks, labels, request: gr.Request):
+        raw = results.get(session(request))
+        if raw is None or raw.model != model:
+            fail(DetDemoError("Upload an image (or pick an example) first: the comparison runs on it."))
+        try:
+            comparison = compare_backends(catalogue, raw, backend, View(score_threshold, True, masks, labels))
+        except DetDemoError as exc:
+            fail(exc)
+        return comparison.image, comparison.rows, comparison.summary
+
+    names = class_names(first)
     # Uploads and drawn results go to Gradio's cache: on a public Space they would fill the disk. Every hour, delete
     # files older than an hour.
     with gr.Blocks(title="detdemo", delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown("# detdemo\nDetect and segment objects with a fine-tuned torchvision model, in eager "
-                    "PyTorch, TorchScript or ONNX Runtime.")
+                    "PyTorch or its verified exports. Detections appear as soon as an image is uploaded; the "
+                    "threshold and toggles redraw without running the model again.")
         with gr.Row():
             with gr.Column():
-                image = ImageUpload(type="filepath", label="Image", sources=["upload", "clipboard"], elem_id="upload")
                 model = gr.Dropdown(catalogue.names, value=first, label="Model")
                 model_info = gr.Markdown(info)
                 backend = gr.Radio(choices, value=backend_value, label="Backend", interactive=len(values) > 1)
@@ -67,17 +200,64 @@ def build_demo(catalogue: Catalogue, examples: list[str] | None = None, default_
                     boxes = gr.Checkbox(True, label="Boxes")
                     masks = gr.Checkbox(True, label="Masks")
                     labels = gr.Checkbox(True, label="Labels")
-                run = gr.Button("Detect", variant="primary")
-            with gr.Column():
-                output = gr.Image(type="pil", label="Detections", format="png", interactive=False, elem_id="detections")
-                summary = gr.Markdown(elem_id="summary")
-                table = gr.Dataframe(headers=TABLE_COLUMNS, label="Detections (boxes in the uploaded image's pixels)",
-                                     interactive=False)
-                timings = gr.Dataframe(headers=TIMING_COLUMNS, label="Time per stage", interactive=False)
-        if examples:
-            gr.Examples([[e] for e in examples if Path(e).is_file()], inputs=[image], label="Examples",
-                        cache_examples=False)
-        model.change(select_model, [model], [backend, model_info], api_visibility="private")
-        run.click(predict, [image, model, backend, threshold, boxes, masks, labels],
-                  [output, table, timings, summary], api_name=API_NAME, concurrency_limit=concurrency_limit)
+                classes = gr.CheckboxGroup(names, value=names, label="Classes shown", elem_id="classes")
+            with gr.Column(scale=2):
+                with gr.Tab("Image", id="image-tab"):
+                    with gr.Row():
+                        with gr.Column():
+                            image = ImageUpload(type="filepath", label="Image", sources=["upload", "clipboard"],
+                                                elem_id="upload")
+                            examples = gr.Dataset(components=[gr.Image(visible=False, type="filepath")],
+                                                  samples=[[str(p)] for p in catalogue.entry(first).examples],
+                                                  label="Examples (this model's own)", elem_id="examples")
+                            run = gr.Button("Detect", variant="primary")
+                        with gr.Column():
+                            output = gr.Image(type="pil", label="Detections", format="png", interactive=False,
+                                              elem_id="detections")
+                            legend_html = gr.HTML(legend(names))
+                            summary = gr.Markdown(elem_id="summary")
+                            download = gr.DownloadButton("Download detections (COCO results JSON)", visible=False,
+                                                         elem_id="download")
+                    table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False,
+                                         label="Detections (boxes in the uploaded image's pixels)")
+                    timings = gr.Dataframe(headers=TIMING_COLUMNS, label="Time per stage", interactive=False)
+                with gr.Tab("Webcam", id="webcam-tab"):
+                    gr.Markdown("Your camera's frames go through the chosen model and backend; frames that arrive "
+                                "while the model is busy are dropped, never queued.")
+                    with gr.Row():
+                        camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
+                                          elem_id="camera")
+                        camera_out = gr.Image(type="pil", format="jpeg", label="Detections", interactive=False,
+                                              elem_id="camera-detections")
+                    fps = gr.Markdown(elem_id="fps")
+                with gr.Tab("Compare backends", id="compare-tab"):
+                    gr.Markdown("PyTorch and the chosen exported backend on the uploaded image, matched by the "
+                                "parity checker: agreed detections in class colours, **red** only in the exported "
+                                "backend, **magenta** only in PyTorch.")
+                    compare = gr.Button("Compare with PyTorch", elem_id="compare")
+                    compare_image = gr.Image(type="pil", format="png", label="Comparison", interactive=False,
+                                             elem_id="compare-image")
+                    compare_summary = gr.Markdown(elem_id="compare-summary")
+                    compare_table = gr.Dataframe(headers=COMPARE_COLUMNS, interactive=False, label="Per-image figures")
+
+        view = [threshold, boxes, masks, labels, classes]
+        shown = [output, table, timings, summary, legend_html, download]
+        live_inputs = [image, model, backend, *view]
+        run.click(predict, [image, model, backend, threshold, boxes, masks, labels], [output, table, timings, summary],
+                  api_name=API_NAME, concurrency_limit=concurrency_limit, concurrency_id="model")
+        image.change(live, live_inputs, shown, concurrency_limit=concurrency_limit, concurrency_id="model", **PRIVATE)
+        examples.click(lambda sample: sample[0], [examples], [image], **PRIVATE)
+        for control in (boxes, masks, labels, classes):
+            control.change(redraw, view, shown, concurrency_limit=None, **PRIVATE)
+        threshold.change(redraw, view, shown, concurrency_limit=None, trigger_mode="always_last", **PRIVATE)
+        model.change(select_model, [model], [backend, model_info, classes, legend_html, examples], **PRIVATE) \
+            .then(live, live_inputs, shown, concurrency_limit=concurrency_limit, concurrency_id="model", **PRIVATE)
+        backend.input(live, live_inputs, shown, concurrency_limit=concurrency_limit, concurrency_id="model",
+                      **PRIVATE)
+        camera.stream(webcam, [camera, model, backend, *view], [camera_out, fps], stream_every=WEBCAM_EVERY_S,
+                      time_limit=WEBCAM_TIME_LIMIT_S, concurrency_limit=concurrency_limit,
+                      **PRIVATE)
+        compare.click(compare_view, [model, backend, threshold, masks, labels],
+                      [compare_image, compare_table, compare_summary], concurrency_limit=concurrency_limit,
+                      concurrency_id="model", **PRIVATE)
     return demo

@@ -41,10 +41,11 @@ def draw_detections(
     labels: bool = True,
     mask_alpha: float = 0.45,
     matched: np.ndarray | None = None,
+    unmatched_colour: tuple[int, int, int] = (255, 0, 0),
 ) -> torch.Tensor:
     """``image`` uint8 CHW; returns a new uint8 CHW image. Colours come from the class label (``class_colour``), so
     they are the same on every backend and every frame. ``matched`` (bool per detection), when given, draws
-    unmatched detections in red (the app's compare view)."""
+    unmatched detections in ``unmatched_colour`` (the app's compare view)."""
     out = image
     n = len(det)
     if n == 0:
@@ -60,7 +61,7 @@ def draw_detections(
         font_size = max(10, round(max(image.shape[1:]) / 45)) if font else None
         box_t = torch.from_numpy(np.ascontiguousarray(det.boxes, dtype=np.float32))
         if matched is not None:
-            colours = [c if ok else (255, 0, 0) for c, ok in zip(colours, matched.tolist())]
+            colours = [c if ok else unmatched_colour for c, ok in zip(colours, matched.tolist())]
         out = draw_bounding_boxes(out, box_t, labels=names if labels else None, colors=colours,
                                   width=width if boxes else 0, font=font, font_size=font_size)
     return out
