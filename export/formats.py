@@ -91,3 +91,11 @@ def backend_label(name: str) -> str:
 
 def companions(name: str) -> tuple[str, ...]:
     return COMPANIONS.get(name, ())
+
+
+def format_backend(fmt: str) -> str:
+    return "pytorch" if fmt == "eager" else FORMATS[fmt].backend
+
+
+def format_precision(fmt: str) -> str:
+    return "fp32" if fmt == "eager" else FORMATS[fmt].precision

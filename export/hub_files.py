@@ -17,7 +17,8 @@ from pathlib import Path
 
 from detdemo.errors import DetDemoError
 from detdemo.models.portable import CONFIG_FILE, WEIGHTS_FILE
-from export.formats import BACKENDS, FORMATS, MANIFEST, companions
+from export.formats import BACKENDS, FORMATS, MANIFEST, companions, format_backend
+from export.manifest import member, read_manifest
 
 REPO_REFERENCE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)(?:@(?P<revision>[\w./-]+))?$")
 METADATA = [MANIFEST, CONFIG_FILE]
@@ -70,7 +71,6 @@ def _snapshot(repo: str, revision: str | None, patterns: list[str], reference: s
 
 def _names_for(manifest: dict | None, config_present: bool, backends: set[str] | None, folder: Path) -> list[str]:
     """The files to fetch for ``backends`` (None: the first of SAFE_DEFAULT the repo has), with companions."""
-    from export.runtime import format_backend, member
 
     listed = dict((manifest or {}).get("files") or {})
     if not listed and config_present:
@@ -102,8 +102,6 @@ def fetch_model(reference: str, backends: set[str] | None = None, extras: list[s
     file."""
     repo, revision = parse_reference(reference)
     folder = _snapshot(repo, revision, METADATA, reference)
-    from export.runtime import read_manifest
-
     manifest = read_manifest(folder)
     try:
         names = _names_for(manifest, (folder / CONFIG_FILE).is_file(), backends, folder)

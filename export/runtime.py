@@ -31,7 +31,10 @@ from export.formats import (
     MANIFEST,
     PORTABLE_FILE,
     companions,
+    format_backend,
+    format_precision,
 )
+from export.manifest import member, read_manifest
 
 TORCHSCRIPT_EXTRA = "detdemo.json"
 
@@ -82,27 +85,6 @@ def file_kind(path: str | Path) -> str:
                        "or an ONNX model)")
 
 
-def read_manifest(folder: Path) -> dict | None:
-    path = folder / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DetDemoError(f"{path}: unreadable export manifest ({exc}); re-run `detdemo export`") from None
-
-
-def member(folder: Path, name: object) -> Path:
-    """``folder / name`` for a file name a manifest gives, refusing any name that would leave the folder (absolute,
-    ``..``, a drive or a backslash): a downloaded repo's manifest is a stranger's text."""
-    text = str(name)
-    parts = text.split("/")
-    if (not isinstance(name, str) or not text or text.startswith("/") or "\\" in text or ":" in text
-            or any(p in ("", ".", "..") for p in parts)):
-        raise DetDemoError(f"{folder / MANIFEST}: refusing file name {text!r} (it must stay inside {folder.name})")
-    return folder / text
-
-
 def folder_files(folder: str | Path, partial: bool = False) -> dict[str, Path]:
     """Format name -> file ("eager" for the checkpoint or safetensors weights) of an export folder (through its
     manifest), or {"eager": best.pt or last.pt} of a training run folder. ``partial``: leave out listed files that
@@ -130,14 +112,6 @@ def folder_files(folder: str | Path, partial: bool = False) -> dict[str, Path]:
                            "`detdemo export`")
     order = ["eager", *FORMATS]
     return {fmt: present[fmt] for fmt in order if fmt in present}
-
-
-def format_backend(fmt: str) -> str:
-    return "pytorch" if fmt == "eager" else FORMATS[fmt].backend
-
-
-def format_precision(fmt: str) -> str:
-    return "fp32" if fmt == "eager" else FORMATS[fmt].precision
 
 
 def check_export_id(path: Path, file_id: str | None) -> None:
@@ -305,5 +279,5 @@ def load_predictor(path: str | Path, backend: str | None = None, device="auto", 
     return cls(file, device=device, **options)
 
 
-__all__ = ["EAGER_FILE", "OnnxPredictor", "TorchScriptPredictor", "file_kind", "folder_files", "load_predictor",
-           "resolve_model_file"]
+__all__ = ["EAGER_FILE", "OnnxPredictor", "TorchScriptPredictor", "file_kind", "folder_files", "format_backend",
+           "format_precision", "load_predictor", "read_manifest", "resolve_model_file"]

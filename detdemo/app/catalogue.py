@@ -28,6 +28,7 @@ from export.formats import (
     choice_label,
     choice_of,
     format_of_choice,
+    format_precision,
 )
 
 CHOICES = [EAGER_CHOICE, *(f.choice for f in FORMATS.values())]  # backend choices, in the page's order
@@ -101,7 +102,7 @@ def entry_from_path(path: str | Path, name: str | None = None, *, backend: str |
     Reduced-precision files (INT8, OpenVINO's bf16) are offered only when the folder's manifest holds their
     verified accuracy (``detdemo check-export DIR --data ...``) and it passed. From the Hub, every safe backend's
     files are fetched; TorchScript's only when ``backend`` names it (loading it runs code from the file)."""
-    from export.runtime import file_kind, folder_files, format_precision, read_manifest
+    from export.runtime import file_kind, folder_files, read_manifest
 
     path = Path(path).expanduser()
     partial = False
@@ -230,7 +231,7 @@ class Catalogue:
                 raise DetDemoError(self._failures[key])
             try:
                 if backend in entry.files:
-                    from export.runtime import format_backend, format_precision, load_predictor
+                    from export.runtime import format_backend, load_predictor
 
                     fmt = format_of_choice(backend)
                     precision = format_precision(fmt)
@@ -261,7 +262,7 @@ class Catalogue:
                 return
             self._verified.add(name)
             candidates = [c for c in entry.files if c != EAGER_CHOICE
-                          and format_precision_of_choice(c) not in REDUCED]
+                          and format_precision(format_of_choice(c)) not in REDUCED]
             if EAGER_CHOICE not in entry.files or not entry.examples or not candidates:
                 return
             images = [(p.name, open_image(p)) for p in entry.examples[:examples]]
@@ -286,11 +287,6 @@ class Catalogue:
                 else:
                     entry.checked[choice] = (f"matches PyTorch on {len(images)} example(s) "
                                              f"(max box difference {worst:.2g} px)")
-
-
-def format_precision_of_choice(choice: str) -> str:
-    fmt = format_of_choice(choice)
-    return "fp32" if fmt == "eager" else FORMATS[fmt].precision
 
 
 def default_catalogue(model_path: str | Path | None = None, include_coco: bool = True,
