@@ -4,8 +4,8 @@
     python -m bench.finetune --stages finetuned & python -m bench.finetune --stages scratch; wait
     python -m bench.finetune --stages amp        # optional: the fine-tuned arm again under --amp (bf16)
     python -m bench.finetune --stages report
-    python -m bench.finetune --stages pretrain,finetuned,amp,amp-report --lrs 0.003 --seeds 0 1
-                                                 # bf16 vs fp32 alone: both arms on seeds 0 and 1, one pretrain
+    python -m bench.finetune --stages pretrain,finetuned,amp,amp-report --lrs 0.003 --seeds 0 1 2
+                                                 # bf16 vs fp32 alone: both on the same seeds, one pretrain
 
 1. Pretrain ``maskrcnn_light`` on a large synthetic shapes set (circle, square, triangle).
 2. On a small set like Penn-Fudan (170 train images) with *different* classes (star, hexagon, cross), train two
@@ -64,9 +64,9 @@ def run_arm(arm: str, work: Path, small: Path, args) -> None:
 
 
 def run_amp(work: Path, small: Path, args) -> None:
-    """The fine-tuned arm at its best lr under --amp (bf16 autocast on this CPU), on the first two seeds."""
+    """The fine-tuned arm at its best lr under --amp (bf16 autocast on this CPU), on every seed."""
     best = best_lr("finetuned", work, args)
-    for seed in args.seeds[:2]:
+    for seed in args.seeds:
         train(small, work / f"finetuned_amp_lr{best}_seed{seed}", args.small_epochs, str(work / "pretrain" / "best.pt"),
               best, args.size, seed, amp=True)
 
@@ -79,8 +79,8 @@ def best_lr(arm: str, work: Path, args) -> float:
 
 def amp_summary(work: Path, args) -> dict | None:
     best = best_lr("finetuned", work, args)
-    runs = {"fp32": [work / f"finetuned_lr{best}_seed{s}" for s in args.seeds[:2]],
-            "bf16": [work / f"finetuned_amp_lr{best}_seed{s}" for s in args.seeds[:2]]}
+    runs = {"fp32": [work / f"finetuned_lr{best}_seed{s}" for s in args.seeds],
+            "bf16": [work / f"finetuned_amp_lr{best}_seed{s}" for s in args.seeds]}
     if not all((r / "metrics.jsonl").exists() for r in runs["bf16"]):
         return None
     out = {}
@@ -146,7 +146,7 @@ def main() -> None:
         amp = amp_summary(work, args)
         if amp is None:
             raise SystemExit("amp-report: the --amp runs are missing; run the amp stage first")
-        print("fine-tuned arm, fp32 vs --amp (bf16 autocast), seeds " + ", ".join(map(str, args.seeds[:2])) + ": " +
+        print("fine-tuned arm, fp32 vs --amp (bf16 autocast), seeds " + ", ".join(map(str, args.seeds)) + ": " +
               "; ".join(f"{k} bbox AP {v['bbox_AP']}, mask AP {v['segm_AP']}" for k, v in amp.items()))
         print(f"wrote {write_json('finetune_amp', {'amp': amp, 'settings': vars(args)})}")
     if "report" not in stages:
@@ -167,7 +167,7 @@ def main() -> None:
     pretrain = json.loads((work / "pretrain" / "metrics.jsonl").read_text().splitlines()[-1])
     amp = amp_summary(work, args)
     if amp:
-        print("fine-tuned arm, fp32 vs --amp (bf16 autocast), seeds " + ", ".join(map(str, args.seeds[:2])) + ": " +
+        print("fine-tuned arm, fp32 vs --amp (bf16 autocast), seeds " + ", ".join(map(str, args.seeds)) + ": " +
               "; ".join(f"{k} bbox AP {v['bbox_AP']}, mask AP {v['segm_AP']}" for k, v in amp.items()))
     payload = {"arms": arms, "ratio_of_means": ratio, "worst_vs_best": worst_case, "settings": vars(args),
                "pretrain": {k: pretrain[k] for k in ("bbox_AP", "segm_AP", "epoch")}, "amp": amp}

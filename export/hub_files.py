@@ -96,6 +96,15 @@ def _names_for(manifest: dict | None, config_present: bool, backends: set[str] |
     return [m for n in names for m in (n, *companions(n))]
 
 
+def servable(files: dict[str, Path], backends: set[str] | None) -> dict[str, Path]:
+    """Of a snapshot's files (format -> path), those a Hub model may be served from: never a pickled checkpoint,
+    TorchScript only when asked for by name, and with no backend named the safe default's (whatever else an
+    earlier download left in the cache)."""
+    allowed = set(SAFE_DEFAULT) if backends is None else backends
+    return {fmt: path for fmt, path in files.items()
+            if (fmt != "eager" or path.name == WEIGHTS_FILE) and format_backend(fmt) in allowed}
+
+
 def fetch_model(reference: str, backends: set[str] | None = None, extras: list[str] | None = None) -> Path:
     """The local snapshot folder of a Hub model repo, holding at least the files ``backends`` need (and whatever
     of ``extras``, glob patterns such as ``examples/*``, the repo has); for a repo holding only an ONNX file, that

@@ -228,15 +228,19 @@ def resolve_model_file(path: str | Path, backend: str | None = None,
     path = Path(path).expanduser()
     if backend is not None and backend not in BACKENDS:
         raise DetDemoError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    partial = False
+    hub = False
     if not path.exists():
         from export.hub_files import fetch_model, is_repo_reference
 
         if not is_repo_reference(str(path)):
             raise DetDemoError(f"{path}: model path not found")
-        path, partial = fetch_model(str(path), {backend} if backend else None), True
+        path, hub = fetch_model(str(path), {backend} if backend else None), True
     if path.is_dir():
-        files = folder_files(path, partial=partial)
+        files = folder_files(path, partial=hub)
+        if hub:
+            from export.hub_files import servable
+
+            files = servable(files, {backend} if backend else None)
         backend = backend or format_backend(next(iter(files)))
         mine = [fmt for fmt in files if format_backend(fmt) == backend]
         if not mine:

@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from detdemo.app.catalogue import BUNDLED_MODEL_NAME, COCO_MODEL_NAME, Catalogue, coco_entry, entry_from_path
+from detdemo.app.catalogue import BUNDLED_MODEL_NAME, Catalogue, entry_from_path
+from detdemo.app.coco import COCO_MODEL_NAME, coco_entry, export_folder
 from detdemo.app.predict import MAX_INFERENCE_SIDE, PredictRequest, run_prediction
 from detdemo.errors import DetDemoError
 from tests.conftest import REPO
@@ -212,9 +213,20 @@ def test_coco_model_loads_from_the_torch_cache(tmp_path, monkeypatch, val_images
     entry = coco_entry()
     assert "in the torch cache" in entry.description
     cat = Catalogue([entry])
+    assert entry.backends == ["pytorch"] and "after its first use" in entry.missing["onnxruntime"]
     result = run_prediction(cat, PredictRequest(str(val_images[0][0]), COCO_MODEL_NAME, "pytorch", 0.0))
     assert result.image.size == Image.open(val_images[0][0]).size
     assert all(r[1] in MaskRCNN_ResNet50_FPN_Weights.DEFAULT.meta["categories"] for r in result.rows)
+    # the first use exported it into the cache and checked it: every backend is offered from now on
+    entry.background.join(timeout=900)
+    folder = export_folder(target)
+    assert folder.parent.parent == target.parent.parent  # under $TORCH_HOME
+    assert {"pytorch", "torchscript", "onnxruntime"} <= set(entry.backends), entry.missing
+    assert json.loads((folder / "parity.json").read_text())["passed"]
+    onnx = run_prediction(cat, PredictRequest(str(val_images[0][0]), COCO_MODEL_NAME, "onnxruntime", 0.0))
+    assert onnx.rows and "ONNX Runtime" in onnx.summary  # agreement itself: the parity report just read
+    again = coco_entry()  # a later start finds the checked export in the cache
+    assert {"torchscript", "onnxruntime"} <= set(again.backends) and again.loader is None
 
 
 def test_app_command_line(monkeypatch, capsys, tmp_path):

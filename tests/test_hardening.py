@@ -259,7 +259,8 @@ def test_unsafe_weights_files_are_refused_without_suggesting_weights_only_false(
 def test_torch_cache_paths_stay_off_the_page(tmp_path, monkeypatch):
     import socket
 
-    from detdemo.app.catalogue import COCO_MODEL_NAME, Catalogue, coco_entry
+    from detdemo.app.catalogue import Catalogue
+    from detdemo.app.coco import COCO_MODEL_NAME, coco_entry
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "server-secret-torch"))
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +38,6 @@ BUNDLED_MODEL_NAME = "shapes (bundled maskrcnn_light)"
 BCCD_MODEL_NAME = "blood cells, BCCD (bundled fasterrcnn_light)"
 BUNDLED_MODELS = [(BUNDLED_MODEL_DIR, BUNDLED_MODEL_NAME), (MODELS_DIR / "bccd", BCCD_MODEL_NAME)]
 EXAMPLES_DIR = "examples"  # a model folder's own example images
-COCO_MODEL_NAME = "COCO Mask R-CNN R50-FPN (torchvision)"
-DOWNLOAD_TIMEOUT_S = 20.0
 
 
 @dataclass
@@ -53,6 +50,7 @@ class ModelEntry:
     verified: dict[str, dict] = field(default_factory=dict)  # backend choice -> check-export's accuracy figures
     examples: list[Path] = field(default_factory=list)  # images that show what this model is for
     checked: dict[str, str] = field(default_factory=dict)  # backend choice -> its parity check on the examples
+    background: threading.Thread | None = None  # work started on first use (the COCO model's export)
 
     @property
     def backends(self) -> list[str]:
@@ -105,7 +103,7 @@ def entry_from_path(path: str | Path, name: str | None = None, *, backend: str |
     from export.runtime import file_kind, folder_files, read_manifest
 
     path = Path(path).expanduser()
-    partial = False
+    partial, wanted = False, set()
     if not path.exists():
         from export.hub_files import fetch_model, is_repo_reference
 
@@ -118,6 +116,13 @@ def entry_from_path(path: str | Path, name: str | None = None, *, backend: str |
     missing: dict[str, str] = {}
     if path.is_dir():
         by_format = folder_files(path, partial=partial)  # refuses an interrupted export's mixture of files
+        if partial:  # from the Hub: only what was asked for, whatever else an earlier download left in the cache
+            from export.hub_files import servable
+
+            kept = servable(by_format, wanted)
+            for fmt in set(by_format) - set(kept):
+                missing[choice_of(fmt)] = "not served from the Hub unless asked for (--backend torchscript)"
+            by_format = kept
         manifest = read_manifest(path) or {}
         verified = {choice_of(fmt): v for fmt, v in (manifest.get("verified") or {}).items() if fmt in FORMATS}
         files = {}
@@ -149,43 +154,6 @@ def public(message: str) -> str:
     import torch
 
     return message.replace(str(Path(torch.hub.get_dir())), "$TORCH_HOME/hub").replace(str(Path.home()), "~")
-
-
-@contextlib.contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    """torch.hub downloads with urllib and no timeout; a firewalled machine would otherwise hang the request."""
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(old)
-
-
-def coco_entry() -> ModelEntry:
-    """torchvision's COCO Mask R-CNN: from ``$TORCH_HOME`` when cached, else downloaded on first use."""
-    from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
-
-    from detdemo.models.weights import cache_path
-
-    weights = MaskRCNN_ResNet50_FPN_Weights.DEFAULT
-    target = cache_path(weights)
-
-    def load():
-        from torchvision.models.detection import maskrcnn_resnet50_fpn
-
-        from detdemo.inference.eager import EagerPredictor
-        from detdemo.models.weights import weights_from
-
-        with _socket_timeout(DOWNLOAD_TIMEOUT_S), weights_from(weights, None):
-            model = maskrcnn_resnet50_fpn(weights=weights, progress=False)
-        return EagerPredictor(model, weights.meta["categories"][1:], path=target)
-
-    state = "in the torch cache" if target.is_file() else "not downloaded yet: downloads on first use (~170 MB)"
-    reason = "torchvision's COCO model is offered in PyTorch only (export your own fine-tuned model for the others)"
-    # The page names the file, never the server's folders (the log has the full path for the operator).
-    return ModelEntry(COCO_MODEL_NAME, {}, {c: reason for c in CHOICES if c != EAGER_CHOICE},
-                      f"80 COCO classes; weights {state} ({target.name})", loader=load)
 
 
 class Catalogue:
@@ -301,5 +269,7 @@ def default_catalogue(model_path: str | Path | None = None, include_coco: bool =
         if (folder / MANIFEST).is_file() and folder.resolve() != given:
             entries.append(entry_from_path(folder, name))
     if include_coco:
+        from detdemo.app.coco import coco_entry
+
         entries.append(coco_entry())
     return Catalogue(entries, device)

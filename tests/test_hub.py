@@ -1,0 +1,312 @@
+"""Publishing to the Hugging Face Hub, offline: portable weights, the model card, loading by repo id from a Hub
+cache laid out by hand, the upload path with a fake HfApi, and the staged Space installed and started alone.
+
+The real Hub cannot be reached from these machines; every test here runs with no network."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from detdemo.errors import DetDemoError
+from detdemo.models.portable import CONFIG_FILE, WEIGHTS_FILE, load_portable, save_portable
+from tests.conftest import REPO
+from tests.hubcache import populate
+
+SHAPES = REPO / "models" / "shapes"
+IMAGE = sorted((SHAPES / "examples").glob("*.jpg"))[0]
+REPO_ID = "alice/shapes"
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory) -> Path:
+    """``detdemo publish`` of the bundled shapes model, staged only (no upload)."""
+    from detdemo.cli import main
+
+    out = tmp_path_factory.mktemp("publish")
+    assert main(["publish", "--model", str(SHAPES), "--out", str(out), "--repo-id", REPO_ID, "--dataset",
+                 "synthetic-shapes", "--license", "bsd-3-clause"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def hub_cache(staged, tmp_path_factory) -> tuple[Path, str]:
+    cache = tmp_path_factory.mktemp("hub")
+    return cache, populate(cache, REPO_ID, staged / "model")
+
+
+def _outputs(predictor, image=IMAGE):
+    det = predictor.predict(__import__("PIL.Image", fromlist=["Image"]).open(image), score_threshold=0.0)
+    return det.boxes, det.scores, det.labels, det.mask_probs
+
+
+def test_safetensors_and_config_rebuild_the_model_with_identical_outputs(tmp_path, monkeypatch):
+    from detdemo.checkpoint import load_checkpoint
+    from export.runtime import load_predictor
+
+    save_portable(tmp_path, load_checkpoint(SHAPES / "model.pt"))
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert config["architecture"] == "maskrcnn_light" and config["class_names"] == ["circle", "square", "triangle"]
+    assert config["preprocessing"]["min_size"] and config["model_config"]["kwargs"]
+    reference = load_predictor(SHAPES / "model.pt")
+
+    def no_pickles(*args, **kwargs):
+        raise AssertionError("torch.load called while loading safetensors")
+
+    monkeypatch.setattr(torch, "load", no_pickles)
+    portable = load_predictor(tmp_path)  # a folder with safetensors + config.json
+    assert portable.backend == "pytorch" and Path(portable.path).name == WEIGHTS_FILE
+    for a, b in zip(_outputs(reference), _outputs(portable)):
+        assert np.array_equal(a, b)
+    model, cfg, _ = load_portable(tmp_path / WEIGHTS_FILE)
+    assert cfg.arch == "maskrcnn_light" and not model.training
+
+
+def test_portable_weights_fail_clearly(tmp_path):
+    from export.runtime import load_predictor
+
+    folder = tmp_path / "w"
+    folder.mkdir()
+    shutil.copyfile(SHAPES / "model.pt", tmp_path / "ck.pt")
+    from detdemo.checkpoint import load_checkpoint
+
+    save_portable(folder, load_checkpoint(tmp_path / "ck.pt"))
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copyfile(folder / WEIGHTS_FILE, alone / WEIGHTS_FILE)
+    with pytest.raises(DetDemoError, match="config.json beside them"):
+        load_predictor(alone / WEIGHTS_FILE)
+    (folder / CONFIG_FILE).write_text('{"format": "something-else"}')
+    with pytest.raises(DetDemoError, match="not a detdemo model config"):
+        load_predictor(folder / WEIGHTS_FILE)
+    data = (alone / WEIGHTS_FILE).read_bytes()
+    (alone / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+    shutil.copyfile(SHAPES / "model.pt", tmp_path / "x.pt")
+    save_portable(tmp_path / "ok", load_checkpoint(tmp_path / "x.pt"))
+    shutil.copyfile(alone / WEIGHTS_FILE, tmp_path / "ok" / WEIGHTS_FILE)
+    with pytest.raises(DetDemoError, match="safetensors"):
+        load_predictor(tmp_path / "ok" / WEIGHTS_FILE)
+
+
+def test_model_repo_holds_no_pickle_and_a_card_the_hub_reads(staged):
+    from huggingface_hub import ModelCard
+
+    model = staged / "model"
+    names = {p.name for p in model.iterdir()}
+    assert {WEIGHTS_FILE, CONFIG_FILE, "model.onnx", "model.torchscript.pt", "export.json", "parity.md",
+            "README.md", "examples"} <= names
+    assert "model.pt" not in names
+    manifest = json.loads((model / "export.json").read_text())
+    assert manifest["files"]["eager"] == WEIGHTS_FILE and "/" not in manifest["source"]
+    assert json.loads((model / CONFIG_FILE).read_text())["export_id"] == manifest["export_id"]
+    card = ModelCard.load(model / "README.md")
+    data = card.data.to_dict()
+    assert data["pipeline_tag"] == "object-detection" and data["library_name"] == "detdemo"
+    assert data["license"] == "bsd-3-clause" and data["datasets"] == ["synthetic-shapes"]
+    assert {"detdemo", "maskrcnn_light", "instance-segmentation"} <= set(data["tags"])
+    metrics = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    recorded = json.loads((SHAPES / "export.json").read_text())["metrics"]
+    assert metrics["bbox_ap"] == round(recorded["bbox_AP"], 4) and metrics["segm_ap"] == round(recorded["segm_AP"], 4)
+    assert card.data.eval_results[0].dataset_name == "synthetic-shapes"
+    text = card.text
+    assert f"detdemo predict --model {REPO_ID}" in text and "onnxruntime" in text and "PASS" in text
+
+
+def _run(args: list[str], env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "detdemo", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def _offline_env(cache: Path) -> dict:
+    return {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_HOME": str(cache.parent / "home")}
+
+
+def test_predict_by_repo_id_from_the_hub_cache_offline(hub_cache, tmp_path):
+    cache, commit = hub_cache
+    env = _offline_env(cache)
+    local = tmp_path / "local"
+    assert _run(["predict", "--model", str(SHAPES / "model.onnx"), "--input", str(IMAGE), "--out", str(local)],
+                env).returncode == 0
+    for ref, backend in ((REPO_ID, None), (f"{REPO_ID}@{commit}", "onnxruntime")):
+        out = tmp_path / backend if backend else tmp_path / "default"
+        args = ["predict", "--model", ref, "--input", str(IMAGE), "--out", str(out)]
+        done = _run(args + (["--backend", backend] if backend else []), env)
+        assert done.returncode == 0, done.stderr
+        index = json.loads((out / "images.json").read_text())
+        assert index["backend"] == (backend or "pytorch") and str(cache) in index["model"]
+        assert index["model"].endswith(WEIGHTS_FILE if backend is None else "model.onnx")
+        got = json.loads((out / "predictions.json").read_text())
+        want = json.loads((local / "predictions.json").read_text())
+        assert [r["category_id"] for r in got] == [r["category_id"] for r in want]
+        assert np.allclose([r["bbox"] for r in got], [r["bbox"] for r in want], atol=0.05)
+    done = _run(["predict", "--model", "bob/nothing", "--input", str(IMAGE), "--out", str(tmp_path / "x")], env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "offline (HF_HUB_OFFLINE=1) and the Hub cache holds no copy" in done.stderr
+    done = _run(["predict", "--model", f"{REPO_ID}@0123456789012345678901234567890123456789", "--input",
+                 str(IMAGE), "--out", str(tmp_path / "y")], env)
+    assert done.returncode == 2 and "no copy" in done.stderr
+
+
+def test_only_what_the_backend_reads_is_fetched_and_names_stay_inside(tmp_path):
+    from export.hub_files import _names_for
+
+    manifest = {"files": {"eager": WEIGHTS_FILE, "torchscript": "model.torchscript.pt", "onnx": "model.onnx",
+                          "onnx-int8": "model.int8.onnx", "openvino": "model.xml"}}
+    assert _names_for(manifest, True, None, tmp_path) == [WEIGHTS_FILE, CONFIG_FILE]  # safe default, no code
+    assert _names_for(manifest, True, {"onnxruntime"}, tmp_path) == ["model.onnx", "model.int8.onnx"]
+    assert _names_for(manifest, True, {"torchscript"}, tmp_path) == ["model.torchscript.pt"]
+    assert _names_for(manifest, True, {"openvino"}, tmp_path) == ["model.xml", "model.bin"]
+    pickled = {"files": {"eager": "model.pt", "onnx": "model.onnx"}}
+    assert _names_for(pickled, False, None, tmp_path) == ["model.onnx"]  # a pickle is never fetched
+    with pytest.raises(DetDemoError, match="no file for PyTorch"):
+        _names_for(pickled, False, {"pytorch"}, tmp_path)
+    assert _names_for(None, False, None, tmp_path) == ["*.onnx"]  # a repo with only an ONNX file
+    for evil in ("../../../etc/passwd", "/etc/passwd", "a/../../b.onnx", "..\\x.onnx"):
+        with pytest.raises(DetDemoError, match="refusing file name"):
+            _names_for({"files": {"onnx": evil}}, False, None, tmp_path)
+
+
+def test_a_repo_holding_only_an_onnx_file_serves(tmp_path):
+    from export.runtime import load_predictor
+
+    folder = tmp_path / "onnx_only"
+    folder.mkdir()
+    shutil.copyfile(SHAPES / "model.onnx", folder / "detector.onnx")
+    cache = tmp_path / "cache"
+    populate(cache, "carol/onnx-only", folder)
+    code = ("import sys, json; from export.runtime import load_predictor; from PIL import Image; "
+            "p = load_predictor('carol/onnx-only'); d = p.predict(Image.open(sys.argv[1]), score_threshold=0.5); "
+            "print(json.dumps([p.backend, len(d), p.class_names]))")
+    done = subprocess.run([sys.executable, "-c", code, str(IMAGE)], env=_offline_env(cache), capture_output=True,
+                          text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    backend, count, names = json.loads(done.stdout.strip().splitlines()[-1])
+    local = load_predictor(SHAPES / "model.onnx")
+    from PIL import Image
+
+    assert backend == "onnxruntime" and names == local.class_names
+    assert count == len(local.predict(Image.open(IMAGE), score_threshold=0.5)) > 0
+
+
+def test_app_loads_a_repo_id_without_its_torchscript_unless_asked(hub_cache, monkeypatch):
+    from huggingface_hub import constants
+
+    from detdemo.app.catalogue import entry_from_path
+
+    cache, commit = hub_cache
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    entry = entry_from_path(f"{REPO_ID}@{commit}")
+    assert entry.name == "shapes" and {"pytorch", "onnxruntime"} <= set(entry.backends)
+    assert "torchscript" not in entry.backends and entry.examples
+    asked = entry_from_path(f"{REPO_ID}@{commit}", backend="torchscript")
+    assert "torchscript" in asked.backends
+
+
+class FakeHfApi:
+    """Records what publishing asks of the Hub; answers like HfApi with a commit id."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def create_repo(self, repo_id, *, repo_type=None, private=None, exist_ok=False, space_sdk=None, **kw):
+        self.calls.append(("create_repo", repo_id, repo_type, private, space_sdk))
+
+    def upload_folder(self, *, repo_id, folder_path, repo_type=None, commit_message=None, **kw):
+        files = sorted(str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file())
+        self.calls.append(("upload_folder", repo_id, repo_type, files))
+        return argparse.Namespace(oid=f"{len(self.calls):040d}")
+
+
+def _publish_args(out: Path, **kw) -> argparse.Namespace:
+    from detdemo.cli import build_parser
+
+    extra = [x for k, v in kw.items() for x in ([f"--{k.replace('_', '-')}", v] if v is not True else
+                                                  [f"--{k.replace('_', '-')}"])]
+    return build_parser().parse_args(["publish", "--model", str(SHAPES), "--out", str(out), *extra])
+
+
+def test_publish_uploads_model_then_a_space_pinned_to_its_commit(tmp_path):
+    from detdemo.commands.publish import run
+
+    api = FakeHfApi()
+    assert run(_publish_args(tmp_path, push="alice/shapes", space="alice/shapes-demo", private=True), api=api) == 0
+    kinds = [(c[0], c[1], c[2]) for c in api.calls]
+    assert kinds == [("create_repo", "alice/shapes", "model"), ("upload_folder", "alice/shapes", "model"),
+                     ("create_repo", "alice/shapes-demo", "space"), ("upload_folder", "alice/shapes-demo", "space")]
+    assert api.calls[0][3] is True and api.calls[2][4] == "gradio"
+    model_files, space_files = api.calls[1][3], api.calls[3][3]
+    assert WEIGHTS_FILE in model_files and "model.pt" not in model_files and "README.md" in model_files
+    assert {"app.py", "requirements.txt", "README.md", "detdemo/app/main.py", "export/runtime.py"} <= set(space_files)
+    commit = f"{2:040d}"  # the fake's answer to the model upload
+    assert f'MODEL = "alice/shapes@{commit}"' in (tmp_path / "space" / "app.py").read_text()
+    readme = (tmp_path / "space" / "README.md").read_text()
+    assert "models:\n  - alice/shapes" in readme and "sdk: gradio" in readme and "app_file: app.py" in readme
+
+
+def test_publish_without_a_token_says_so_before_any_work(tmp_path, monkeypatch, capsys):
+    from detdemo.cli import main
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf" / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf" / "stored_tokens"))
+    assert main(["publish", "--model", str(SHAPES), "--out", str(tmp_path / "out"), "--push", "alice/x"]) == 2
+    err = capsys.readouterr().err
+    assert "no Hugging Face token: set HF_TOKEN" in err and not (tmp_path / "out").exists()
+    assert main(["publish", "--model", str(SHAPES), "--out", str(tmp_path / "o2"), "--space", "alice/x"]) == 2
+    assert "--space needs the model repo" in capsys.readouterr().err
+    assert main(["publish", "--model", str(SHAPES), "--out", str(tmp_path / "o3"), "--push", "not a repo"]) == 2
+
+
+@pytest.mark.slow
+def test_staged_space_installs_alone_and_answers_gradio_client(staged, hub_cache, tmp_path):
+    """The Space folder, copied alone, in a fresh virtual environment from its own requirements.txt."""
+    from gradio_client import Client, handle_file
+
+    from detdemo.app.catalogue import default_catalogue
+    from detdemo.app.predict import PredictRequest, run_prediction
+
+    cache, _ = hub_cache
+    space = tmp_path / "space"
+    shutil.copytree(staged / "space", space)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "-r",
+                          str(space / "requirements.txt")], capture_output=True, text=True, timeout=1200)
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    port = __import__("tests.test_live_app", fromlist=["_free_port"])._free_port()
+    env = {**_offline_env(cache), "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
+           "PYTHONPATH": ""}
+    server = subprocess.Popen([str(venv / "bin" / "python"), "app.py"], cwd=space, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        client, deadline = None, time.time() + 240
+        while client is None and time.time() < deadline:
+            assert server.poll() is None, server.stdout.read()[-3000:]
+            try:
+                client = Client(url, verbose=False, analytics_enabled=False)
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(1)
+        assert client is not None, "the Space did not start in 4 minutes"
+        result = client.predict(handle_file(str(IMAGE)), "shapes", "pytorch", 0.5, True, True, True,
+                                api_name="/predict")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    want = run_prediction(default_catalogue(SHAPES / "model.pt", include_coco=False, bundled=[]),
+                          PredictRequest(str(IMAGE), "model.pt", "pytorch", 0.5))
+    assert result[1]["data"] == want.rows and len(want.rows) > 0
