@@ -20,18 +20,17 @@ def _yuv420(rgb: np.ndarray) -> bytes:
 
 def write_y4m(path: Path, images: list[Path], size: tuple[int, int] = (640, 480), fps: int = 10,
               seconds_per_image: float = 1.0) -> Path:
-    """Each image letterboxed to ``size`` and held for ``seconds_per_image``; chromium loops the clip."""
+    """Each image letterboxed to ``size`` and shown for ``seconds_per_image``, sliding 2 px a frame so that no two
+    frames are the same (as from a real camera); chromium loops the clip."""
     width, height = size
-    frames = []
-    for image in images:
-        canvas = Image.new("RGB", size, (255, 255, 255))
-        picture = Image.open(image).convert("RGB")
-        picture.thumbnail(size)
-        canvas.paste(picture, ((width - picture.width) // 2, (height - picture.height) // 2))
-        frames.append(_yuv420(np.asarray(canvas)))
     with open(path, "wb") as f:
         f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for frame in frames:
-            for _ in range(max(1, round(fps * seconds_per_image))):
-                f.write(b"FRAME\n" + frame)
+        for image in images:
+            canvas = Image.new("RGB", size, (255, 255, 255))
+            picture = Image.open(image).convert("RGB")
+            picture.thumbnail(size)
+            canvas.paste(picture, ((width - picture.width) // 2, (height - picture.height) // 2))
+            pixels = np.asarray(canvas)
+            for k in range(max(1, round(fps * seconds_per_image))):
+                f.write(b"FRAME\n" + _yuv420(np.roll(pixels, 2 * k, axis=1)))
     return path

@@ -180,8 +180,9 @@ class SessionResults:
     recently used dropped first), so memory is bounded: each entry is one image of at most MAX_INFERENCE_SIDE px
     and the model's low-resolution outputs."""
 
-    def __init__(self, capacity: int = 32) -> None:
+    def __init__(self, capacity: int = 32, on_evict=None) -> None:
         self.capacity = capacity
+        self.on_evict = on_evict  # called with a session's key when it is dropped (its files go too)
         self._items: OrderedDict[str, Raw] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -189,8 +190,12 @@ class SessionResults:
         with self._lock:
             self._items[session] = raw
             self._items.move_to_end(session)
+            evicted = []
             while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+                evicted.append(self._items.popitem(last=False)[0])
+        for key in evicted:
+            if self.on_evict is not None:
+                self.on_evict(key)
 
     def get(self, session: str) -> Raw | None:
         with self._lock:

@@ -12,6 +12,8 @@ get ``(image, table, timings, summary)``), so they change only with a major vers
 from __future__ import annotations
 
 import html
+import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -39,6 +41,26 @@ CACHE_CLEANUP = (3600, 3600)  # (every N seconds, files older than N seconds)
 WEBCAM_EVERY_S = 0.1  # the browser sends a frame this often; frames that arrive while the model runs are dropped
 WEBCAM_TIME_LIMIT_S = 120  # one visitor's stream may hold the model this long, then others get their turn
 PRIVATE = {"api_visibility": "private"}
+# Each session's drawn image and COCO file, overwritten in place (Gradio copies them into its own cache): PNG at
+# zlib level 1 takes a fifth of the default level's time, which is most of a redraw's cost on a 640x480 image.
+OUTPUT_DIR = Path(tempfile.gettempdir()) / "detdemo-app"
+
+
+def _session_dir(session: str) -> Path:
+    return OUTPUT_DIR / (re.sub(r"[^A-Za-z0-9_-]", "", session)[:64] or "api")
+
+
+def _drop_session_files(session: str) -> None:
+    shutil.rmtree(_session_dir(session), ignore_errors=True)
+
+
+def _png(image, session: str) -> str:
+    from detdemo.fileio import atomic_path
+
+    path = _session_dir(session) / "detections.png"
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", compress_level=1)
+    return str(path)
 
 
 def _backend_choices(catalogue: Catalogue, model: str) -> tuple[list[tuple[str, str]], str]:
@@ -64,7 +86,7 @@ def legend(class_names: list[str], counts: dict[str, int] | None = None) -> str:
     return f'<div id="legend">{"".join(items)}</div>'
 
 
-def _coco_file(result: PredictResult, raw: Raw) -> str | None:
+def _coco_file(result: PredictResult, raw: Raw, session: str) -> str | None:
     """The shown detections as COCO results JSON (boxes in the uploaded image's pixels), in Gradio's cache."""
     from detdemo.engine.evaluate import detections_to_coco
     from detdemo.fileio import write_json
@@ -80,8 +102,7 @@ def _coco_file(result: PredictResult, raw: Raw) -> str | None:
                                                                        (x1 - x0) / raw.scale, (y1 - y0) / raw.scale],
                     "score": float(score)} for (x0, y0, x1, y1), label, score in
                    zip(det.boxes.tolist(), det.labels.tolist(), det.scores.tolist())]
-    folder = Path(tempfile.mkdtemp(prefix="detdemo-"))
-    return str(write_json(folder / "detections.coco.json", entries, indent=None))
+    return str(write_json(_session_dir(session) / "detections.coco.json", entries, indent=None))
 
 
 def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurrency_limit: int = 1) -> gr.Blocks:
@@ -89,7 +110,7 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
     choices, info = _backend_choices(catalogue, first)
     values = [c[1] for c in choices]
     backend_value = default_backend if default_backend in values else values[0]
-    results = SessionResults()
+    results = SessionResults(on_evict=_drop_session_files)
     rates: dict[str, FrameRate] = {}
 
     def class_names(model: str) -> list[str]:
@@ -104,11 +125,14 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
     def session(request: gr.Request | None) -> str:
         return getattr(request, "session_hash", None) or "api"
 
-    def extras(result: PredictResult, raw: Raw):
+    def shown(result: PredictResult, raw: Raw, key: str):
+        """The outputs of a live event: drawing, table, timings, summary, legend with counts, COCO download."""
         counts: dict[str, int] = {}
         for name in result.shown.names():
             counts[name] = counts.get(name, 0) + 1
-        return legend(raw.det.class_names, counts), gr.DownloadButton(value=_coco_file(result, raw), visible=True)
+        return (_png(result.image, key), result.rows, result.timings, result.summary,
+                legend(raw.det.class_names, counts),
+                gr.DownloadButton(value=_coco_file(result, raw, key), visible=True))
 
     def predict(image, model, backend, score_threshold, boxes, masks, labels, request: gr.Request = None):
         """The public API: one model run at this threshold (and the session's raw result, for redraws)."""
@@ -118,31 +142,34 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
         except DetDemoError as exc:
             fail(exc)
         results.put(session(request), raw)
-        return result.image, result.rows, result.timings, result.summary
+        return _png(result.image, session(request)), result.rows, result.timings, result.summary
 
     def live(image, model, backend, score_threshold, boxes, masks, labels, classes, request: gr.Request):
         """Upload, example, model or backend change: run the model, keep the raw result, draw the view."""
+        key = session(request)
         if image is None:
-            results.drop(session(request))
+            results.drop(key)
+            _drop_session_files(key)
             return None, None, None, "", legend(class_names(model)), gr.DownloadButton(visible=False)
         try:
             raw = detect(catalogue, image, model, backend)
             result = render(raw, View(score_threshold, boxes, masks, labels, classes))
         except DetDemoError as exc:
             fail(exc)
-        results.put(session(request), raw)
-        return (result.image, result.rows, result.timings, result.summary, *extras(result, raw))
+        results.put(key, raw)
+        return shown(result, raw, key)
 
     def redraw(score_threshold, boxes, masks, labels, classes, request: gr.Request):
         """Threshold, toggles or class filter changed: draw the last raw result again; the model does not run."""
-        raw = results.get(session(request))
+        key = session(request)
+        raw = results.get(key)
         if raw is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         try:
             result = render(raw, View(score_threshold, boxes, masks, labels, classes), redraw=True)
         except DetDemoError as exc:
             fail(exc)
-        return (result.image, result.rows, result.timings, result.summary, *extras(result, raw))
+        return shown(result, raw, key)
 
     def select_model(model):
         try:
@@ -241,23 +268,22 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
                     compare_table = gr.Dataframe(headers=COMPARE_COLUMNS, interactive=False, label="Per-image figures")
 
         view = [threshold, boxes, masks, labels, classes]
-        shown = [output, table, timings, summary, legend_html, download]
+        shown_outputs = [output, table, timings, summary, legend_html, download]
+        model_run = {"concurrency_limit": concurrency_limit, "concurrency_id": "model", **PRIVATE}
         live_inputs = [image, model, backend, *view]
         run.click(predict, [image, model, backend, threshold, boxes, masks, labels], [output, table, timings, summary],
                   api_name=API_NAME, concurrency_limit=concurrency_limit, concurrency_id="model")
-        image.change(live, live_inputs, shown, concurrency_limit=concurrency_limit, concurrency_id="model", **PRIVATE)
+        image.change(live, live_inputs, shown_outputs, **model_run)
         examples.click(lambda sample: sample[0], [examples], [image], **PRIVATE)
         for control in (boxes, masks, labels, classes):
-            control.change(redraw, view, shown, concurrency_limit=None, **PRIVATE)
-        threshold.change(redraw, view, shown, concurrency_limit=None, trigger_mode="always_last", **PRIVATE)
+            control.change(redraw, view, shown_outputs, concurrency_limit=None, **PRIVATE)
+        threshold.change(redraw, view, shown_outputs, concurrency_limit=None, trigger_mode="always_last", **PRIVATE)
         model.change(select_model, [model], [backend, model_info, classes, legend_html, examples], **PRIVATE) \
-            .then(live, live_inputs, shown, concurrency_limit=concurrency_limit, concurrency_id="model", **PRIVATE)
-        backend.input(live, live_inputs, shown, concurrency_limit=concurrency_limit, concurrency_id="model",
-                      **PRIVATE)
+            .then(live, live_inputs, shown_outputs, **model_run)
+        backend.input(live, live_inputs, shown_outputs, **model_run)
         camera.stream(webcam, [camera, model, backend, *view], [camera_out, fps], stream_every=WEBCAM_EVERY_S,
                       time_limit=WEBCAM_TIME_LIMIT_S, concurrency_limit=concurrency_limit,
                       **PRIVATE)
         compare.click(compare_view, [model, backend, threshold, masks, labels],
-                      [compare_image, compare_table, compare_summary], concurrency_limit=concurrency_limit,
-                      concurrency_id="model", **PRIVATE)
+                      [compare_image, compare_table, compare_summary], **model_run)
     return demo
