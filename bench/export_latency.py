@@ -34,10 +34,10 @@ PHOTOS = SHARED / "coco128" / "val2017"
 RUNTIMES = {  # name -> (backend, precision)
     "eager": ("pytorch", "fp32"), "eager-bf16": ("pytorch", "bf16"), "torchscript": ("torchscript", None),
     "onnxruntime": ("onnxruntime", None), "onnxruntime-int8": ("onnxruntime", "int8"),
-    "openvino": ("openvino", None), "openvino-fp32": ("openvino", "fp32"),
+    "openvino": ("openvino", None), "openvino-fp32": ("openvino", "fp32"), "openvino-int8": ("openvino", "int8"),
 }
 FORMAT_OF_RUNTIME = {"torchscript": "torchscript", "onnxruntime": "onnx", "onnxruntime-int8": "onnx-int8",
-                     "openvino": "openvino", "eager-bf16": "eager-bf16"}
+                     "openvino": "openvino", "openvino-int8": "openvino-int8", "eager-bf16": "eager-bf16"}
 
 
 def worker(runtime: str, path: str, images: list[str], repeats: int) -> dict:
@@ -84,7 +84,8 @@ def prepare(arch: str, work: Path) -> Path:
     from export.int8 import calibration_files
 
     calibration = calibration_files(SHARED / "coco128" / "train2017", 32)
-    export_checkpoint(ckpt, ("torchscript", "onnx", "onnx-int8", "openvino"), out, calibration=calibration)
+    export_checkpoint(ckpt, ("torchscript", "onnx", "onnx-int8", "openvino", "openvino-int8"), out,
+                      calibration=calibration)
     return out
 
 

@@ -107,22 +107,40 @@ def export_onnx_int8(model: torch.nn.Module, cfg: ModelConfig, path: Path, expor
     return path
 
 
-def export_openvino(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id: str = "",
-                    calibration: list[Path] | None = None) -> Path:
-    from export.openvino_ir import export_openvino as convert
-    from export.openvino_ir import openvino_module
+def export_openvino(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id: str = "") -> Path:
+    from export.openvino_ir import convert_onnx, openvino_module
+    from export.openvino_ir import export_openvino as save
 
     meta = build_metadata(cfg, "openvino", exporter="openvino.convert_model(model.onnx)",
                           openvino=openvino_module().__version__, transform=transform_spec(model), export_id=export_id)
-    return convert(path.parent / FORMATS["onnx"].file, path, dumps(meta))
+    return save(convert_onnx(path.parent / FORMATS["onnx"].file), path, dumps(meta))
+
+
+def export_openvino_int8(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id: str = "",
+                         calibration: list[Path] | None = None) -> Path:
+    """The OpenVINO IR of the folder's ``model.onnx``, quantised by NNCF on ``calibration`` images."""
+    from export.int8 import quantize_openvino
+    from export.openvino_ir import convert_onnx, openvino_module
+    from export.openvino_ir import export_openvino as save
+
+    if not calibration:
+        raise DetDemoError("format openvino-int8 needs calibration images: --calibration DATA_OR_FOLDER (your own "
+                           "images: the quantisation ranges come from them)")
+    quantized, info = quantize_openvino(convert_onnx(path.parent / FORMATS["onnx"].file), calibration,
+                                        model.transform, get_spec(cfg.arch).family_info.keep_float)
+    meta = build_metadata(cfg, "openvino-int8", exporter="openvino.convert_model(model.onnx) + " +
+                          info["quantization"]["method"], openvino=openvino_module().__version__,
+                          transform=transform_spec(model), export_id=export_id, **info)
+    return save(quantized, path, dumps(meta))
 
 
 EXPORTERS = {"torchscript": export_torchscript, "onnx": export_onnx, "onnx-int8": export_onnx_int8,
-             "openvino": export_openvino}
+             "openvino": export_openvino, "openvino-int8": export_openvino_int8}
 
 
 def export_order(formats: tuple[str, ...]) -> list[str]:
-    """The requested formats plus those they are made from (onnx-int8 and openvino need model.onnx), in order."""
+    """The requested formats plus those they are made from (the INT8 and OpenVINO files need model.onnx), in
+    order."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise DetDemoError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}")
@@ -146,7 +164,7 @@ def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str
     timings = {}
     for fmt in order:
         t0 = time.perf_counter()
-        extra = {"calibration": calibration} if fmt in ("onnx-int8", "openvino") else {}
+        extra = {"calibration": calibration} if FORMATS[fmt].precision == "int8" else {}
         paths[fmt] = EXPORTERS[fmt](model, cfg, out / FORMATS[fmt].file, export_id=export_id, **extra)
         timings[fmt] = round(time.perf_counter() - t0, 2)
     for fmt in (f for f in FORMATS if f not in order):  # an earlier export's other formats

@@ -48,6 +48,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("onnx-int8", "model.int8.onnx", "onnxruntime", "int8", "onnxruntime-int8", needs="onnx",
            library="onnxruntime"),
     Format("openvino", "model.xml", "openvino", "auto", "openvino", needs="onnx", library="openvino"),
+    Format("openvino-int8", "model.int8.xml", "openvino", "int8", "openvino-int8", needs="onnx", library="nncf"),
 )}
 EAGER_CHOICE = "pytorch"  # the eager checkpoint's name as a backend choice
 
@@ -72,7 +73,10 @@ def choice_label(choice: str) -> str:
     fmt = FORMATS[format_of_choice(choice)]
     precision = {"int8": " INT8", "auto": ""}.get(fmt.precision, "")
     return BACKENDS[fmt.backend].label + precision
-COMPANIONS = {"model.xml": ("model.bin",), PORTABLE_FILE: (CONFIG_FILE,)}  # files a file needs beside it
+
+
+COMPANIONS = {  # files a file needs beside it
+    "model.xml": ("model.bin",), "model.int8.xml": ("model.int8.bin",), PORTABLE_FILE: (CONFIG_FILE,)}
 EAGER_FILES = (EAGER_FILE, PORTABLE_FILE)  # what the "eager" entry of a manifest may name
 
 DEFAULT_BACKEND_FOR_KIND = {"checkpoint": "pytorch", "safetensors": "pytorch", "torchscript": "torchscript",

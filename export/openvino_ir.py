@@ -1,7 +1,8 @@
 """OpenVINO IR (``model.xml`` + ``model.bin``), converted from detdemo's own ONNX export.
 
 Weights stay float32 in the file (``compress_to_fp16=False``); the precision is chosen when the model is loaded
-(``export.openvino_runtime``): bf16 on CPUs with AVX512-BF16 or AMX, float32 elsewhere. The detdemo metadata (classes,
+(``export.openvino_runtime``): bf16 on CPUs with AVX512-BF16 or AMX, float32 elsewhere. The INT8 IR
+(``openvino-int8``) is the same conversion quantised by NNCF (``export.int8``). The detdemo metadata (classes,
 preprocessing, export id) travels in the IR's ``rt_info``.
 """
 
@@ -27,14 +28,18 @@ def openvino_module():
     return openvino
 
 
-def export_openvino(onnx_file: Path, path: Path, meta_json: str) -> Path:
-    """``path`` (.xml) and its .bin beside it, each written atomically (the .bin first, the .xml naming it last)."""
+def convert_onnx(onnx_file: Path):
     ov = openvino_module()
     try:
-        model = ov.convert_model(str(onnx_file))
+        return ov.convert_model(str(onnx_file))
     except Exception as exc:  # noqa: BLE001 - OpenVINO's frontends raise their own types
         raise DetDemoError(f"{onnx_file}: OpenVINO cannot convert this ONNX model ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:200]})") from None
+
+
+def export_openvino(model, path: Path, meta_json: str) -> Path:
+    """``path`` (.xml) and its .bin beside it, each written atomically (the .bin first, the .xml naming it last)."""
+    ov = openvino_module()
     model.set_rt_info(meta_json, [RT_INFO_KEY])
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent))
     try:

@@ -38,14 +38,15 @@ class OpenVinoPredictor(HostPipeline):
         if not model.has_rt_info([RT_INFO_KEY]):
             raise DetDemoError(f"{path}: an OpenVINO model without detdemo metadata; re-export with `detdemo export`")
         self.meta = json.loads(model.get_rt_info([RT_INFO_KEY]).astype(str))
-        if precision == "auto":
+        int8 = self.meta.get("format") == "openvino-int8"  # the file decides; its float layers as "auto" says
+        if precision in ("auto", "int8"):
             precision = "bf16" if cpu_supports_bf16(core) else "fp32"
         if precision not in ("fp32", "bf16"):
             raise DetDemoError(f"OpenVINO precision must be auto, fp32 or bf16, got {precision!r}")
         hint = {"fp32": "f32", "bf16": "bf16"}[precision]
         self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
                                                           "INFERENCE_NUM_THREADS": threads or usable_cpus()})
-        self.precision = precision  # what the CPU really runs, recorded in reports
+        self.precision = "int8" if int8 else precision  # what the CPU really runs, recorded in reports
         self.device = "cpu"
         self.output_names = [o.any_name for o in self.compiled.outputs]
         self.request = self.compiled.create_infer_request()

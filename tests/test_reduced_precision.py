@@ -1,6 +1,6 @@
-"""Reduced-precision backends (ONNX INT8, OpenVINO bf16, eager bf16) and the accuracy gate that must pass before the
-app offers them: the gate's figures equal `detdemo eval`'s, a damaged INT8 file fails it, missing libraries are
-named, and bf16 training runs and resumes."""
+"""Reduced-precision backends (ONNX INT8, OpenVINO bf16 and INT8, eager bf16) and the accuracy gate that must pass
+before the app offers them: the gate's figures equal `detdemo eval`'s, a damaged INT8 file fails it, missing
+libraries are named, and bf16 training runs and resumes."""
 
 from __future__ import annotations
 
@@ -36,12 +36,13 @@ def verified(labelled, tmp_path_factory) -> Path:
     """The bundled model exported to every format (INT8 calibrated on 16 images), then checked on 40 val images."""
     folder = tmp_path_factory.mktemp("verified") / "export"
     assert main(["export", "--checkpoint", str(BUNDLED / "model.pt"), "--out", str(folder), "--format",
-                 "torchscript", "onnx", "onnx-int8", "openvino", "--calibration", str(labelled / "train")]) == 0
+                 "torchscript", "onnx", "onnx-int8", "openvino", "openvino-int8", "--calibration",
+                 str(labelled / "train")]) == 0
     from detdemo.app.catalogue import entry_from_path
 
     before = entry_from_path(folder)
     assert "onnxruntime-int8" not in before.backends and "not verified" in before.missing["onnxruntime-int8"]
-    assert "openvino" not in before.backends
+    assert "openvino" not in before.backends and "openvino-int8" not in before.backends
     probes = sorted((labelled / "val").iterdir())[:3]
     assert main(["check-export", str(folder), "--probes", "basic", "--images", *map(str, probes),
                  "--data", str(labelled)]) == 0
@@ -50,7 +51,7 @@ def verified(labelled, tmp_path_factory) -> Path:
 
 def test_the_accuracy_report_equals_eval_run_on_each_file(verified, labelled, tmp_path, monkeypatch):
     report = json.loads((verified / "accuracy.json").read_text())
-    assert set(report["files"]) == {"eager", "torchscript", "onnx", "onnx-int8", "openvino"}
+    assert set(report["files"]) == {"eager", "torchscript", "onnx", "onnx-int8", "openvino", "openvino-int8"}
     assert report["files"]["eager"]["stats"]["bbox"]["AP"] > 0.5  # a model that works, so deltas mean something
     monkeypatch.chdir(tmp_path)
     for name, f in report["files"].items():
@@ -58,6 +59,7 @@ def test_the_accuracy_report_equals_eval_run_on_each_file(verified, labelled, tm
         alone = json.loads((tmp_path / "eval_val.json").read_text())
         assert alone["stats"] == f["stats"], name
     assert report["files"]["onnx-int8"]["precision"] == "int8"
+    assert report["files"]["openvino-int8"]["precision"] == "int8"
     for name in ("torchscript", "onnx"):
         assert report["files"][name]["limit"] == 0.002 and report["files"][name]["passed"]
 
@@ -70,14 +72,14 @@ def test_openvino_and_int8_agree_with_eager_within_the_reduced_precision_limit(v
     report = json.loads((verified / "accuracy.json").read_text())
     expected = "bf16" if cpu_supports_bf16(openvino_module().Core()) else "fp32"
     assert report["files"]["openvino"]["precision"] == expected
-    for name in ("openvino", "onnx-int8"):
+    for name in ("openvino", "onnx-int8", "openvino-int8"):
         f = report["files"][name]
         assert f["limit"] == 0.01 and f["passed"], (name, f["delta"])
         assert all(abs(d) <= 0.01 for k, d in f["delta"].items() if k.endswith("_AP"))
     manifest = json.loads((verified / "export.json").read_text())
     assert manifest["verified"]["openvino"]["passed"] and "dsegm_AP" in manifest["verified"]["onnx-int8"]
     entry = entry_from_path(verified)  # verified: now offered, with its measured delta beside its name
-    assert {"onnxruntime-int8", "openvino"} <= set(entry.backends)
+    assert {"onnxruntime-int8", "openvino", "openvino-int8"} <= set(entry.backends)
     assert "ΔAP" in entry.label("onnxruntime-int8") and "ΔAP" in entry.label("onnxruntime")
 
 
@@ -119,6 +121,11 @@ def test_every_new_format_names_its_missing_library(verified, tmp_path, monkeypa
         from export.int8 import quantize_onnx
 
         quantize_onnx(verified / "model.onnx", tmp_path / "q.onnx", [], None, ())
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(DetDemoError, match="openvino-int8 needs NNCF"):
+        from export.int8 import quantize_openvino
+
+        quantize_openvino(None, [], None, ())
 
 
 def test_eager_bf16_runs_and_stays_close_to_fp32(labelled):

@@ -9,14 +9,16 @@ from pathlib import Path
 def add_parser(sub) -> None:
     from export.formats import DEFAULT_FORMATS, FORMATS
 
-    p = sub.add_parser("export", help="export a checkpoint to TorchScript, ONNX, ONNX INT8 and/or OpenVINO")
+    p = sub.add_parser("export", help="export a checkpoint to TorchScript, ONNX, OpenVINO and their INT8 versions")
     p.add_argument("--checkpoint", "--model", dest="checkpoint", required=True,
                    help="a detdemo checkpoint or a training run folder")
     p.add_argument("--format", nargs="+", default=list(DEFAULT_FORMATS), choices=tuple(FORMATS),
-                   help=f"default: {' '.join(DEFAULT_FORMATS)}; onnx-int8 and openvino are made from the onnx file")
+                   help=f"default: {' '.join(DEFAULT_FORMATS)}; the INT8 and OpenVINO files are made from the onnx "
+                        "file")
     p.add_argument("--out", required=True, help="the export folder")
     p.add_argument("--calibration", default=None, metavar="DATA_OR_FOLDER",
-                   help="images that set INT8 ranges (onnx-int8): a folder of images or a dataset (its train split)")
+                   help="images that set INT8 ranges (onnx-int8, openvino-int8): a folder of images or a dataset (its "
+                        "train split)")
     p.add_argument("--calibration-images", type=int, default=64, help="how many calibration images (seeded pick)")
     p.add_argument("--check", action="store_true", help="run check-export on the result")
     p.add_argument("--data", default=None,
@@ -47,15 +49,17 @@ def add_parser(sub) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from export.exporters import export_checkpoint
+    from export.formats import FORMATS
     from export.int8 import calibration_files
 
     calibration = None
-    if "onnx-int8" in args.format:
+    int8 = [f for f in args.format if FORMATS[f].precision == "int8"]
+    if int8:
         if not args.calibration:
             from detdemo.errors import DetDemoError
 
-            raise DetDemoError("--format onnx-int8 needs --calibration DATA_OR_FOLDER: INT8 ranges come from your "
-                               "own images")
+            raise DetDemoError(f"--format {' '.join(int8)} needs --calibration DATA_OR_FOLDER: INT8 ranges come from "
+                               "your own images")
         calibration = calibration_files(args.calibration, args.calibration_images)
     paths = export_checkpoint(args.checkpoint, tuple(args.format), args.out, calibration=calibration)
     for kind, path in paths.items():
