@@ -276,7 +276,7 @@ def test_staged_space_installs_alone_and_answers_gradio_client(staged, hub_cache
     """The Space folder, copied alone, in a fresh virtual environment from its own requirements.txt."""
     from gradio_client import Client, handle_file
 
-    from detdemo.app.catalogue import default_catalogue
+    from detdemo.app.lineup import default_catalogue
     from detdemo.app.predict import PredictRequest, run_prediction
 
     cache, _ = hub_cache

@@ -21,9 +21,9 @@ from detdemo.app.catalogue import (
     MODELS_DIR,
     Catalogue,
     ModelEntry,
-    default_catalogue,
     entry_from_path,
 )
+from detdemo.app.lineup import default_catalogue
 from detdemo.app.predict import PredictRequest, SessionResults, View, detect, render, run_prediction
 from detdemo.app.ui import API_NAME, build_demo, legend
 from detdemo.engine.draw import class_colour
@@ -46,6 +46,23 @@ def test_each_bundled_model_carries_its_own_examples(catalogue):
     bccd = catalogue.entry(BCCD_MODEL_NAME)
     assert bccd.examples and all(p.name.startswith("BloodImage_") for p in bccd.examples)
     assert not set(shapes.examples) & set(bccd.examples)
+
+
+def test_bundled_bccd_model_is_small_and_finds_blood_cells_in_unseen_images(tmp_path):
+    """Measured here on BCCD's val split through the bundled ONNX file, not read from its records."""
+    from detdemo.cli import main
+    from tests.conftest import shared
+
+    folder = MODELS_DIR / "bccd"
+    assert sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) <= 10 * 1024 * 1024
+    manifest = json.loads((folder / "export.json").read_text())
+    assert manifest["arch"] == "fasterrcnn_light" and manifest["class_names"] == ["Platelets", "RBC", "WBC"]
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(folder / "model.onnx"), "--data", str(shared("BCCD")), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["stats"]["bbox"]["AP50"] >= 0.75, result["stats"]["bbox"]
+    assert abs(result["stats"]["bbox"]["AP"] - manifest["metrics"]["bbox_AP"]) <= 0.002  # ONNX = the checkpoint
+    assert min(result["per_class"]["bbox"].values()) > 0.2, result["per_class"]  # platelets found too
 
 
 def test_render_from_the_raw_result_equals_a_fresh_run_at_every_threshold(catalogue):

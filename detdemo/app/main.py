@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def make_demo(args: argparse.Namespace, bundled: list[tuple[Path, str]] | None = None):
-    from detdemo.app.catalogue import BUNDLED_MODELS, default_catalogue
+    from detdemo.app.catalogue import BUNDLED_MODELS
+    from detdemo.app.lineup import default_catalogue
     from detdemo.app.ui import build_demo
 
     bundled = [] if args.no_bundled else (BUNDLED_MODELS if bundled is None else bundled)
