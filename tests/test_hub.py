@@ -198,6 +198,24 @@ def test_a_repo_holding_only_an_onnx_file_serves(tmp_path):
     assert count == len(local.predict(Image.open(IMAGE), score_threshold=0.5)) > 0
 
 
+def test_the_app_serves_a_repo_holding_only_an_onnx_file(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from detdemo.app.catalogue import Catalogue, entry_from_path
+    from detdemo.app.predict import PredictRequest, run_prediction
+
+    folder = tmp_path / "onnx_only"
+    folder.mkdir()
+    shutil.copyfile(SHAPES / "model.onnx", folder / "model.onnx")
+    populate(tmp_path / "cache", "carol/onnx-only", folder)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    entry = entry_from_path("carol/onnx-only")
+    assert entry.backends == ["onnxruntime"] and entry.name == "onnx-only"
+    result = run_prediction(Catalogue([entry]), PredictRequest(str(IMAGE), "onnx-only", "onnxruntime", 0.5))
+    assert result.rows
+
+
 def test_app_loads_a_repo_id_without_its_torchscript_unless_asked(hub_cache, monkeypatch):
     from huggingface_hub import constants
 
