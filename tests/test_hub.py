@@ -272,6 +272,22 @@ def test_publish_uploads_model_then_a_space_pinned_to_its_commit(tmp_path):
     assert "models:\n  - alice/shapes" in readme and "sdk: gradio" in readme and "app_file: app.py" in readme
 
 
+def test_publish_from_a_training_run_exports_and_checks_first(tmp_path):
+    from detdemo.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(SHAPES / "model.pt", run / "best.pt")
+    out = tmp_path / "out"
+    assert main(["publish", "--model", str(run), "--out", str(out), "--repo-id", "alice/run"]) == 0
+    model = out / "model"
+    assert {WEIGHTS_FILE, "model.onnx", "model.torchscript.pt", "parity.md", "README.md"} <= {
+        p.name for p in model.iterdir()}
+    assert json.loads((out / "export" / "parity.json").read_text())["passed"]
+    assert "**PASS**" in (model / "README.md").read_text()
+    assert 'MODEL = "alice/run@main"' in (out / "space" / "app.py").read_text()
+
+
 def test_publish_without_a_token_says_so_before_any_work(tmp_path, monkeypatch, capsys):
     from detdemo.cli import main
 
