@@ -193,6 +193,29 @@ def test_keypoints_are_compared_and_must_be_present():
     assert not report.passed and "keypoints missing from the export" in report.reasons
 
 
+def test_a_keypoint_heatmap_tie_is_excused_but_moved_keypoints_are_not():
+    rng = np.random.default_rng(0)
+    boxes = [[10 + i, 10, 50 + i, 60] for i in range(4)]
+    kps = np.concatenate([rng.uniform(10, 50, (4, 17, 2)), np.ones((4, 17, 1))], axis=2).astype(np.float32)
+    peaks = rng.uniform(0, 5, (4, 17)).astype(np.float32)
+    ref = _dets(boxes, [0.9, 0.8, 0.7, 0.6], kps)
+    ref.keypoint_scores = peaks
+    flipped = kps.copy()
+    flipped[2, 5, :2] += [3.0, -2.0]  # one keypoint, the same peak value: two equal heatmap cells
+    cand = _dets(boxes, [0.9, 0.8, 0.7, 0.6], flipped)
+    cand.keypoint_scores = peaks.copy()
+    report = compare("p", ref, cand, TOL)
+    assert report.passed and report.excused == 1 and report.excusals[0]["why"].startswith("keypoint tie")
+    cand.keypoint_scores[2, 5] += 0.01  # the peak itself differs: not a tie
+    assert not compare("p", ref, cand, TOL).passed
+    everywhere = kps.copy()
+    everywhere[:, :, :2] += 1.0  # a decoding offset moves every keypoint, peaks unchanged
+    cand = _dets(boxes, [0.9, 0.8, 0.7, 0.6], everywhere)
+    cand.keypoint_scores = peaks.copy()
+    report = compare("p", ref, cand, TOL)
+    assert not report.passed and "keypoints differ" in " ".join(report.reasons)
+
+
 def test_a_genuine_tie_swap_is_excused_and_listed_but_a_drop_is_not():
     """Two detections scoring exactly the same: NMS may keep either. A one-for-one swap of such a detection for
     its twin is excused (and listed); the same score on a detection with no twin is a drop, and fails."""
