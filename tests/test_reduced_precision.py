@@ -165,6 +165,8 @@ def test_backends_of_an_export_folder_are_chosen_by_precision(verified):
     assert load_predictor(verified, "onnxruntime").path.name == "model.onnx"
     assert load_predictor(verified, "onnxruntime", precision="int8").path.name == "model.int8.onnx"
     assert load_predictor(verified, "openvino", precision="fp32").precision == "fp32"
+    int8 = load_predictor(verified, "openvino", precision="int8")
+    assert int8.path.name == "model.int8.xml" and int8.precision == "int8"
     shutil.copy(verified / "model.xml", verified.parent / "renamed")  # an IR without its .bin
     with pytest.raises(DetDemoError):
         load_predictor(verified.parent / "renamed")
