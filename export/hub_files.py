@@ -69,6 +69,11 @@ def _snapshot(repo: str, revision: str | None, patterns: list[str], reference: s
         raise DetDemoError(f"{reference}: cannot download from the Hub ({exc})") from None
 
 
+def _servable_file(fmt: str, name: str) -> bool:
+    """Never a pickle: the eager reference only as safetensors; otherwise a format of ours."""
+    return name == WEIGHTS_FILE if fmt == "eager" else fmt in FORMATS
+
+
 def _names_for(manifest: dict | None, config_present: bool, backends: set[str] | None, folder: Path) -> list[str]:
     """The files to fetch for ``backends`` (None: the first of SAFE_DEFAULT the repo has), with companions."""
 
@@ -79,7 +84,7 @@ def _names_for(manifest: dict | None, config_present: bool, backends: set[str] |
         member(folder, name)  # a name that would leave the snapshot is refused before anything is fetched
     by_backend: dict[str, list[str]] = {}
     for fmt, name in listed.items():
-        if (fmt == "eager" and name == WEIGHTS_FILE) or fmt in FORMATS:  # never a pickle (model.pt)
+        if _servable_file(fmt, name):
             by_backend.setdefault(format_backend(fmt), []).append(name)
     if not by_backend and (backends is None or "onnxruntime" in backends):
         return ["*.onnx"]  # a repo holding only an ONNX file: ours carry their metadata inside
@@ -102,7 +107,7 @@ def servable(files: dict[str, Path], backends: set[str] | None) -> dict[str, Pat
     earlier download left in the cache)."""
     allowed = set(SAFE_DEFAULT) if backends is None else backends
     return {fmt: path for fmt, path in files.items()
-            if (fmt != "eager" or path.name == WEIGHTS_FILE) and format_backend(fmt) in allowed}
+            if _servable_file(fmt, path.name) and format_backend(fmt) in allowed}
 
 
 def fetch_model(reference: str, backends: set[str] | None = None, extras: list[str] | None = None) -> Path:
@@ -121,7 +126,8 @@ def fetch_model(reference: str, backends: set[str] | None = None, extras: list[s
         onnx = sorted(folder.glob("*.onnx"))
         if not onnx:
             raise DetDemoError(f"{reference}: the Hub repo holds no detdemo manifest, config.json or ONNX model")
-        return onnx[0] if len(onnx) == 1 else folder / "model.onnx" if (folder / "model.onnx").is_file() else onnx[0]
+        preferred = folder / FORMATS["onnx"].file
+        return preferred if preferred.is_file() else onnx[0]
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
         raise DetDemoError(f"{reference}: {', '.join(missing)} not in the downloaded copy (offline with an incomplete "

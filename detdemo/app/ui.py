@@ -184,7 +184,7 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
 
     def webcam(frame, model, backend, score_threshold, boxes, masks, labels, classes, request: gr.Request):
         """One camera frame through the chosen backend. Gradio runs one frame per session at a time
-        (concurrency 1, trigger "always_last"), so frames the browser sends while the model runs are dropped."""
+        (concurrency 1), and frames the browser captures while the model runs are not queued (browser-tested)."""
         if frame is None:
             return gr.skip(), gr.skip()
         key = session(request)
