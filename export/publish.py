@@ -36,8 +36,9 @@ def _label(name: str) -> str:
     return backend_label(name)
 
 
-def verification_lines(folder: Path) -> list[str]:
-    """One line per exported file from the folder's parity and accuracy reports."""
+def verification_lines(folder: Path, manifest: dict) -> list[str]:
+    """One line per exported file: detection by detection from the folder's parity report, and by AP from the
+    verified figures check-export recorded in the manifest (present whichever reports were kept beside it)."""
     lines = []
     parity = _read_json(folder / "parity.json")
     for name, b in ((parity or {}).get("backends") or {}).items():
@@ -46,14 +47,10 @@ def verification_lines(folder: Path) -> list[str]:
         lines.append(f"{_label(name)} (`{Path(b.get('file', '')).name}`), detection by detection on "
                      f"{len(b.get('images', []))} probe images: **{verdict}** — max box difference "
                      f"{o.get('max_box_diff_px', 0):.2g} px, max score difference {o.get('max_score_diff', 0):.2g}")
-    accuracy = _read_json(folder / "accuracy.json")
-    for name, f in ((accuracy or {}).get("files") or {}).items():
-        if name == "eager":
-            continue
-        deltas = ", ".join(f"{t} ΔAP {f['delta'][f'{t}_AP']:+.4f}" for t in accuracy.get("iou_types", [])
-                           if f"{t}_AP" in f.get("delta", {}))
-        lines.append(f"{_label(name)}, AP on {Path(str(accuracy.get('data', ''))).name} {accuracy.get('split', '')} "
-                     f"({accuracy.get('images', '?')} images): **{'PASS' if f.get('passed') else 'FAIL'}** — "
+    for name, f in (manifest.get("verified") or {}).items():
+        deltas = ", ".join(f"{k[1:-3]} ΔAP {v:+.4f}" for k, v in f.items() if k.startswith("d") and k.endswith("_AP"))
+        lines.append(f"{_label(name)}, AP on {Path(str(f.get('data', ''))).name} {f.get('split', '')} "
+                     f"({f.get('images', '?')} images): **{'PASS' if f.get('passed') else 'FAIL'}** — "
                      f"{deltas} (limit {f.get('limit')})")
     return lines
 
@@ -101,7 +98,7 @@ def stage_model_repo(export_dir: str | Path, out: str | Path, repo_id: str, *, d
         metrics={k: v for k, v in (manifest.get("metrics") or {}).items() if k != "epoch"},
         files={"PyTorch (safetensors)": WEIGHTS_FILE, **{_label(fmt): name for fmt, name in names.items()
                                                          if fmt != "eager"}},
-        verification=verification_lines(export_dir), license=license,
+        verification=verification_lines(export_dir, manifest), license=license,
         masks=get_spec(cfg["arch"]).masks, space_id=space_id)
     write_card(facts, out)
     return facts

@@ -81,8 +81,8 @@ def file_kind(path: str | Path) -> str:
     if path.suffix.lower() in (".pt", ".pth", ".ckpt"):  # named like a checkpoint, but not a zip archive
         raise CheckpointError(f"{path}: cannot read checkpoint: the file is truncated or corrupt (not a zip "
                               "archive): neither a detdemo checkpoint, a TorchScript file nor an ONNX model")
-    raise DetDemoError(f"{path}: not a model detdemo can run (expected a detdemo checkpoint, a TorchScript file "
-                       "or an ONNX model)")
+    raise DetDemoError(f"{path}: not a model detdemo can run (expected a detdemo checkpoint, safetensors weights, a "
+                       "TorchScript file, an ONNX model or an OpenVINO IR)")
 
 
 def folder_files(folder: str | Path, partial: bool = False) -> dict[str, Path]:

@@ -26,7 +26,7 @@ rm -rf "$WORK"
     --calibration "$DATA" --check --data "$DATA"
 mkdir -p models/bccd/examples
 rm -f models/bccd/*.* models/bccd/examples/*.jpg
-cp "$WORK"/export/{model.pt,model.torchscript.pt,model.onnx,model.int8.onnx,export.json,parity.md,accuracy.md} \
+cp "$WORK"/export/{model.pt,model.torchscript.pt,model.onnx,model.int8.onnx,export.json,parity.json,parity.md,accuracy.json,accuracy.md} \
    models/bccd/
 cp "$WORK/run/curves.png" models/bccd/training_curves.png
 for name in BloodImage_00000 BloodImage_00014 BloodImage_00148; do  # val images, MIT licence (examples/LICENSE-BCCD)

@@ -122,6 +122,25 @@ def test_model_repo_holds_no_pickle_and_a_card_the_hub_reads(staged):
     assert f"detdemo predict --model {REPO_ID}" in text and "onnxruntime" in text and "PASS" in text
 
 
+def test_the_card_states_the_ap_verdicts_the_manifest_recorded(tmp_path):
+    """An export folder checked with --data: each file's AP verdict comes from its manifest's verified figures."""
+    from export.publish import stage_model_repo
+
+    bccd = REPO / "models" / "bccd"
+    verified = json.loads((bccd / "export.json").read_text())["verified"]
+    facts = stage_model_repo(bccd, tmp_path / "model", "me/bccd", dataset="BCCD")
+    text = (tmp_path / "model" / "README.md").read_text()
+    for name, figures in verified.items():
+        line = next(v for v in facts.verification if v.startswith(_label_of(name) + ", AP on BCCD val"))
+        assert f"{figures['dbbox_AP']:+.4f}" in line and line in text
+
+
+def _label_of(fmt: str) -> str:
+    from export.formats import choice_label, choice_of
+
+    return choice_label(choice_of(fmt))
+
+
 def _run(args: list[str], env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "detdemo", *args], env=env, capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
