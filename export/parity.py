@@ -338,6 +338,16 @@ def _worst(rows: list[dict], key: str, pick=max):
     return pick(values) if values else None
 
 
+def family_limits(arch: str, model) -> dict:
+    """``run_parity``'s cut-offs for ``arch``'s family, read from the reference ``model``: the detection cap, the
+    score floor and the NMS threshold its excusals are judged against."""
+    from detdemo.models import get_spec
+
+    family = get_spec(arch).family_info
+    return {"cap": family.detection_cap(model), "score_threshold": family.score_floor(model),
+            "nms_threshold": family.nms_threshold(model)}
+
+
 def run_parity(reference, candidates: list, probes: list[tuple[str, Image.Image]], tol: Tolerances,
                cap: int | None = None, score_threshold: float = 0.0, gated: set[str] | None = None,
                nms_threshold: float | None = None) -> dict:

@@ -122,6 +122,15 @@ def test_model_repo_holds_no_pickle_and_a_card_the_hub_reads(staged):
     assert f"detdemo predict --model {REPO_ID}" in text and "onnxruntime" in text and "PASS" in text
 
 
+def test_check_export_verifies_a_published_model_repo(staged, tmp_path):
+    """The repo's reference is model.safetensors: check-export compares every file with it."""
+    from detdemo.cli import main
+
+    assert main(["check-export", str(staged / "model"), "--probes", "basic", "--report-dir", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert report["passed"] and set(report["backends"]) == {"torchscript", "onnx"}
+
+
 def test_the_card_states_the_ap_verdicts_the_manifest_recorded(tmp_path):
     """An export folder checked with --data: each file's AP verdict comes from its manifest's verified figures."""
     from export.publish import stage_model_repo

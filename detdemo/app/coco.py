@@ -67,10 +67,9 @@ def _export_and_check(model, class_names: list[str], weights_file: Path, entry: 
     """Checkpoint, export, parity check; then offer each backend that passed. Runs in a background thread."""
     from detdemo.checkpoint import save_checkpoint
     from detdemo.inference.eager import EagerPredictor
-    from detdemo.models import get_spec
     from detdemo.models.build import ModelConfig, describe_frozen
     from export.exporters import export_checkpoint
-    from export.parity import Tolerances, default_probes, run_parity, write_reports
+    from export.parity import Tolerances, default_probes, family_limits, run_parity, write_reports
     from export.runtime import load_predictor
 
     folder = export_folder(weights_file)
@@ -82,10 +81,8 @@ def _export_and_check(model, class_names: list[str], weights_file: Path, entry: 
         checkpoint.unlink()
         reference = EagerPredictor.from_checkpoint(paths["eager"])
         candidates = [(fmt, load_predictor(paths[fmt])) for fmt in DEFAULT_FORMATS]
-        family = get_spec(COCO_ARCH).family_info
         report = run_parity(reference, candidates, default_probes(extras=False), Tolerances(),
-                            cap=family.detection_cap(reference.model), score_threshold=family.score_floor(
-                                reference.model), nms_threshold=family.nms_threshold(reference.model))
+                            **family_limits(COCO_ARCH, reference.model))
         write_reports(report, folder)
     except Exception as exc:  # noqa: BLE001 - a failed export leaves the model in PyTorch only, with the reason
         print(f"detdemo app: exporting {COCO_MODEL_NAME} failed: {exc}", file=sys.stderr)

@@ -88,11 +88,10 @@ def run_check(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from detdemo.errors import DetDemoError
-    from detdemo.models import get_spec
     from export.accuracy import AccuracyTolerances, accuracy_report, verified_figures
     from export.accuracy import markdown as accuracy_markdown
     from export.formats import REDUCED
-    from export.parity import Tolerances, default_probes, run_parity, summary_line, write_reports
+    from export.parity import Tolerances, default_probes, family_limits, run_parity, summary_line, write_reports
     from export.runtime import folder_files, format_backend, format_precision, load_predictor, read_manifest
 
     folder = Path(args.dir)
@@ -117,11 +116,9 @@ def run_check(args: argparse.Namespace) -> int:
     probes = default_probes(_probe_files(args.images), extras=args.probes == "full", skipped=skipped)
     for reason in skipped:
         print(f"warning: skipped probe {reason}", file=sys.stderr)
-    family = get_spec(_arch(files["eager"])).family_info
     full_precision = {name for name, c in candidates if getattr(c, "precision", "fp32") not in REDUCED}
-    report = run_parity(reference, candidates, probes, tol, cap=family.detection_cap(reference.model),
-                        score_threshold=family.score_floor(reference.model), gated=full_precision,
-                        nms_threshold=family.nms_threshold(reference.model))
+    report = run_parity(reference, candidates, probes, tol, gated=full_precision,
+                        **family_limits(read_manifest(folder)["arch"], reference.model))
     report["skipped_images"] = skipped
     out = Path(args.report_dir) if args.report_dir else folder
     js, md = write_reports(report, out)
@@ -160,9 +157,3 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"accuracy: {out / 'accuracy.json'} and {out / 'accuracy.md'}")
         passed = passed and accuracy["passed"]
     return 0 if passed else 1
-
-
-def _arch(checkpoint: Path) -> str:
-    from detdemo.checkpoint import load_checkpoint
-
-    return load_checkpoint(checkpoint, mmap=True)["model_config"]["arch"]
