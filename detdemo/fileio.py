@@ -88,3 +88,18 @@ def remove_stale_temps(folder: str | Path) -> int:
             stale.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def list_images(path: str | Path) -> list[Path]:
+    """An image file, or the images in a folder (by extension), sorted; DataError when there are none."""
+    from detdemo.errors import DataError
+
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise DataError(f"{path}: input not found")
+    images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not images:
+        raise DataError(f"{path}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder")
+    return images

@@ -29,15 +29,29 @@ class AccuracyTolerances:
         return self.reduced if precision in REDUCED else self.fp32
 
 
+def open_accuracy_data(data: str, class_names: list[str], split: str = "val", layout: str | None = None,
+                       val_fraction: float = 0.2, seed: int = 0):
+    """The labelled split an accuracy check evaluates on, opened (and its classes checked against the model's)
+    before any model runs: a dataset that cannot be used is refused before minutes of checking, not after."""
+    from detdemo.data import eval_transforms, open_dataset
+    from detdemo.errors import DataError
+
+    dataset = open_dataset(data, split, layout, eval_transforms(), classes=list(class_names),
+                           val_fraction=val_fraction, seed=seed)
+    if len(dataset) == 0:
+        raise DataError(f"{data}: split {split!r} holds no images to evaluate on")
+    return dataset
+
+
 def accuracy_report(reference, candidates: list[tuple[str, object]], data: str, split: str = "val",
                     layout: str | None = None, val_fraction: float = 0.2, seed: int = 0,
-                    tol: AccuracyTolerances = AccuracyTolerances(), progress: bool = False) -> dict:
-    """``candidates``: (format name, predictor). Returns a JSON-ready report; ``passed`` per file and overall."""
-    from detdemo.data import eval_transforms, open_dataset
+                    tol: AccuracyTolerances = AccuracyTolerances(), progress: bool = False, dataset=None) -> dict:
+    """``candidates``: (format name, predictor). Returns a JSON-ready report; ``passed`` per file and overall.
+    ``dataset``: the split already opened by ``open_accuracy_data`` (else it is opened here)."""
     from detdemo.engine.evaluate import dataset_to_coco, evaluate_predictor
 
-    dataset = open_dataset(data, split, layout, eval_transforms(), classes=reference.class_names,
-                           val_fraction=val_fraction, seed=seed)
+    if dataset is None:
+        dataset = open_accuracy_data(data, reference.class_names, split, layout, val_fraction, seed)
     masks = bool(dataset.has_masks) and reference.predict(dataset[0][0]).has_masks
     gt = dataset_to_coco(dataset, with_masks=masks)
     iou_types = ("bbox", "segm") if masks else ("bbox",)

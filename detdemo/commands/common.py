@@ -33,17 +33,25 @@ def load_from_args(args: argparse.Namespace):
 
 def list_images(path):
     """An image file, or the images in a folder (by extension), sorted; DataError when there are none."""
+    from detdemo.fileio import list_images as _list
+
+    return _list(path)
+
+
+def check_writable(path, what: str = "it") -> None:
+    """``path`` can be written (its folder exists or can be made, and takes files): checked before minutes of
+    work, so a run never ends in an error about where its output should go."""
+    import os
     from pathlib import Path
 
-    from detdemo.errors import DataError
-    from detdemo.fileio import IMAGE_EXTENSIONS
+    from detdemo.errors import DetDemoError
 
     path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise DataError(f"{path}: input not found")
-    images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not images:
-        raise DataError(f"{path}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder")
-    return images
+    if path.is_dir():
+        raise DetDemoError(f"{path}: is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DetDemoError(f"{path.parent}: cannot write {what} there ({exc.strerror or exc})") from None
+    if not os.access(path.parent, os.W_OK):
+        raise DetDemoError(f"{path.parent}: not writable; cannot write {what} there")

@@ -33,16 +33,17 @@ def evaluate(predictor, data: str, split: str = "val", layout: str | None = None
 
 
 def run(args: argparse.Namespace) -> int:
-    from detdemo.commands.common import load_from_args
+    from detdemo.commands.common import check_writable, load_from_args
     from detdemo.fileio import write_json
 
+    out = Path(args.out) if args.out else Path.cwd() / f"eval_{args.split}.json"
+    check_writable(out, what="the report")  # before the model runs, not after
     predictor = load_from_args(args)
     result = evaluate(predictor, args.data, args.split, args.layout, args.val_fraction, args.seed)
     label = f"{predictor.backend} on {predictor.device}"
     for iou_type, text in result.summary.items():
         print(f"\n{iou_type} ({result.num_images} images, {result.num_detections} detections, {label})\n{text}")
     print(per_class_table(result.per_class))
-    out = Path(args.out) if args.out else Path.cwd() / f"eval_{args.split}.json"
     write_json(out, {"model": str(predictor.path), "backend": predictor.backend, "device": predictor.device,
                      "data": str(args.data), "split": args.split, **result.to_dict()})
     print(f"\nwrote {out}")

@@ -44,116 +44,86 @@ def add_parser(sub) -> None:
     c.add_argument("--ap-tol", type=float, default=None, help="max |dAP| of float32 exports (default 0.002)")
     c.add_argument("--reduced-ap-tol", type=float, default=None,
                    help="max |dAP| of reduced-precision exports (default 0.01)")
+    c.add_argument("--junit-xml", default=None, metavar="FILE",
+                   help="also write the verdicts as JUnit XML (one test case per exported file x check)")
     c.set_defaults(func=run_check)
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from detdemo.errors import DetDemoError
     from export.exporters import export_checkpoint
     from export.formats import FORMATS
     from export.int8 import calibration_files
 
+    if args.data and not args.check:
+        raise DetDemoError("--data is the labelled set of --check: add --check (or drop --data)")
     calibration = None
     int8 = [f for f in args.format if FORMATS[f].precision == "int8"]
     if int8:
         if not args.calibration:
-            from detdemo.errors import DetDemoError
-
             raise DetDemoError(f"--format {' '.join(int8)} needs --calibration DATA_OR_FOLDER: INT8 ranges come from "
                                "your own images")
         calibration = calibration_files(args.calibration, args.calibration_images)
+    if args.check and args.data:  # refuse a dataset the check cannot use before exporting anything
+        check_data_usable(args.checkpoint, args.data, args.split)
     paths = export_checkpoint(args.checkpoint, tuple(args.format), args.out, calibration=calibration)
     for kind, path in paths.items():
         print(f"{kind:12s} {path} ({path.stat().st_size / 1e6:.1f} MB)")
     if args.check:
-        return run_check(argparse.Namespace(dir=args.out, images=None, box_tol=None, score_tol=None,
-                                            mask_iou_min=None, report_dir=None, probes="full", device="auto",
-                                            data=args.data, split=args.split, layout=None, ap_tol=None,
-                                            reduced_ap_tol=None))
+        return run_check(check_args(args.out, data=args.data, split=args.split))
     return 0
 
 
-def _probe_files(items: list[str] | None) -> list[Path] | None:
-    from detdemo.commands.common import list_images
+def check_args(folder, data: str | None = None, split: str = "val") -> argparse.Namespace:
+    """check-export's options with their defaults, for commands that run the check on a folder they made."""
+    return argparse.Namespace(dir=folder, images=None, box_tol=None, score_tol=None, mask_iou_min=None,
+                              report_dir=None, probes="full", device="auto", data=data, split=split, layout=None,
+                              ap_tol=None, reduced_ap_tol=None, junit_xml=None)
 
-    if not items:
-        return None
-    files: list[Path] = []
-    for item in items:
-        files += list_images(Path(item))
-    return files
+
+def check_data_usable(checkpoint, data: str, split: str) -> None:
+    """The labelled split opens and its classes are the checkpoint's (read without building the model)."""
+    from detdemo.checkpoint import load_checkpoint, resolve_checkpoint_path
+    from export.accuracy import open_accuracy_data
+
+    cfg = load_checkpoint(resolve_checkpoint_path(checkpoint))["model_config"]
+    open_accuracy_data(data, list(cfg["class_names"]), split)
 
 
 def run_check(args: argparse.Namespace) -> int:
-    import sys
-    from dataclasses import replace
+    """Validate everything, run every check, and only then write the reports (and the JUnit file)."""
+    from detdemo.commands.common import check_writable
+    from export.accuracy import AccuracyTolerances
+    from export.check import check_export, junit_xml, tolerances_from
+    from export.parity import summary_line
 
-    from detdemo.errors import DetDemoError
-    from export.accuracy import AccuracyTolerances, accuracy_report, verified_figures
-    from export.accuracy import markdown as accuracy_markdown
-    from export.formats import REDUCED
-    from export.parity import Tolerances, default_probes, family_limits, run_parity, summary_line, write_reports
-    from export.runtime import folder_files, format_backend, format_precision, load_predictor, read_manifest
-
-    folder = Path(args.dir)
-    if not folder.is_dir() or read_manifest(folder) is None:
-        raise DetDemoError(f"{folder}: not an export folder (no export.json); run `detdemo export` first")
-    files = folder_files(folder)
-    if "eager" not in files:
-        raise DetDemoError(f"{folder}: holds no eager checkpoint to compare against")
-    reference = load_predictor(files["eager"], "pytorch", args.device)
-    candidates = [(fmt, load_predictor(path, format_backend(fmt), args.device,
-                                       precision="int8" if format_precision(fmt) == "int8" else None))
-                  for fmt, path in files.items() if fmt != "eager"]
-    if not candidates:
-        raise DetDemoError(f"{folder}: holds no exported model")
-    for p in [reference, *(c for _, c in candidates)]:
-        for note in p.notes:
-            print(f"warning: {note}", file=sys.stderr)
-    tol = Tolerances()
-    overrides = {"box_px": args.box_tol, "score": args.score_tol, "mask_iou_min": args.mask_iou_min}
-    tol = replace(tol, **{k: v for k, v in overrides.items() if v is not None})
-    skipped: list[str] = []
-    probes = default_probes(_probe_files(args.images), extras=args.probes == "full", skipped=skipped)
-    for reason in skipped:
-        print(f"warning: skipped probe {reason}", file=sys.stderr)
-    full_precision = {name for name, c in candidates if getattr(c, "precision", "fp32") not in REDUCED}
-    report = run_parity(reference, candidates, probes, tol, gated=full_precision,
-                        **family_limits(read_manifest(folder)["arch"], reference.model))
-    report["skipped_images"] = skipped
-    out = Path(args.report_dir) if args.report_dir else folder
-    js, md = write_reports(report, out)
+    if getattr(args, "junit_xml", None):
+        check_writable(Path(args.junit_xml))
+    if args.report_dir:
+        check_writable(Path(args.report_dir) / "parity.json", what="reports")
+    acc_tol = AccuracyTolerances(**{k: v for k, v in (("fp32", args.ap_tol), ("reduced", args.reduced_ap_tol))
+                                    if v is not None})
+    result = check_export(args.dir, images=args.images, data=getattr(args, "data", None), split=args.split,
+                          layout=args.layout, device=args.device, probes=args.probes,
+                          tolerances=tolerances_from(args.box_tol, args.score_tol, args.mask_iou_min),
+                          accuracy_tolerances=acc_tol)
+    written = result.write_reports(args.report_dir)
+    report = result.parity
     for name, b in report["backends"].items():
         verdict = ("PASS" if b["passed"] else "FAIL") if b["gated"] else "(reported; judged by accuracy)"
         print(f"{name:12s} {verdict}  " + summary_line(b["overall"], report["tolerances"]))
         for r in b["images"]:
             if not r["passed"] and b["gated"]:
                 print(f"  {r['probe']}: {'; '.join(r['reasons'])}")
-    print(f"reports: {js} and {md}")
-    passed = report["passed"]
-    if getattr(args, "data", None):
-        acc_tol = AccuracyTolerances(**{k: v for k, v in (("fp32", args.ap_tol), ("reduced", args.reduced_ap_tol))
-                                        if v is not None})
-        accuracy = accuracy_report(reference, candidates, args.data, args.split, args.layout, tol=acc_tol)
-        from detdemo.fileio import write_json, write_text
-
-        write_json(out / "accuracy.json", accuracy)
-        write_text(out / "accuracy.md", accuracy_markdown(accuracy))
+    if result.accuracy is not None:
+        accuracy = result.accuracy
         for name, f in accuracy["files"].items():
             aps = ", ".join(f"{t} AP {f['stats'][t]['AP']:.4f}" for t in accuracy["iou_types"])
             delta = "" if name == "eager" else " (dAP " + ", ".join(
                 f"{f['delta'][f'{t}_AP']:+.4f}" for t in accuracy["iou_types"]) + \
                 f"; limit {f['limit']}: {'PASS' if f['passed'] else 'FAIL'})"
             print(f"{name:12s} {f['precision']:5s} {aps}{delta}")
-        figures = verified_figures(accuracy)
-        for name in figures:  # a float32 file is verified only if it also matched detection by detection
-            if report["backends"][name]["gated"]:
-                figures[name]["passed"] = figures[name]["passed"] and report["backends"][name]["passed"]
-        try:
-            from export.exporters import record_verification
-
-            record_verification(folder, figures)
-        except OSError as exc:
-            print(f"warning: could not record the verified figures in {folder} ({exc})", file=sys.stderr)
-        print(f"accuracy: {out / 'accuracy.json'} and {out / 'accuracy.md'}")
-        passed = passed and accuracy["passed"]
-    return 0 if passed else 1
+    print(f"reports: {', '.join(str(p) for p in written)}")
+    if getattr(args, "junit_xml", None):
+        print(f"JUnit XML: {junit_xml(result, args.junit_xml)} ({len(result.cases)} test cases)")
+    return 0 if result.passed else 1

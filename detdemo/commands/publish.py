@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
 def _export_folder(args: argparse.Namespace, out: Path) -> Path:
     """The folder to publish: ``--model`` itself when it is an export folder, else a fresh, checked export."""
     from detdemo.checkpoint import resolve_checkpoint_path
-    from detdemo.commands.export import run_check
+    from detdemo.commands.export import check_data_usable, check_args, run_check
     from detdemo.errors import DetDemoError
     from export.exporters import export_checkpoint
     from export.formats import DEFAULT_FORMATS, MANIFEST
@@ -51,12 +51,12 @@ def _export_folder(args: argparse.Namespace, out: Path) -> Path:
         return model
     if not model.exists():
         raise DetDemoError(f"{model}: model path not found")
+    checkpoint = resolve_checkpoint_path(model)
+    if args.data:  # a dataset the check cannot use is refused before exporting anything
+        check_data_usable(checkpoint, args.data, "val")
     folder = out / EXPORT_WORK
-    export_checkpoint(resolve_checkpoint_path(model), DEFAULT_FORMATS, folder)
-    check = argparse.Namespace(dir=folder, images=None, box_tol=None, score_tol=None, mask_iou_min=None,
-                               report_dir=None, probes="full", device="auto", data=args.data, split="val",
-                               layout=None, ap_tol=None, reduced_ap_tol=None)
-    if run_check(check) != 0:
+    export_checkpoint(checkpoint, DEFAULT_FORMATS, folder)
+    if run_check(check_args(folder, data=args.data)) != 0:
         raise DetDemoError(f"{folder}: the exported files failed their check (see parity.md"
                            f"{' and accuracy.md' if args.data else ''} there); not publishing")
     return folder
