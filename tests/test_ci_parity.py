@@ -131,9 +131,8 @@ def test_the_ci_recipe_runs_as_documented_in_a_temporary_repository(tmp_path):
     """docs/ci.md's commands, verbatim, in a fresh repository: the model comes from a Hub cache laid out by hand
     (offline), the tests run through the plugin, and the JUnit file they leave counts every file. The install step
     runs pip for real against this checkout, as a dry run (the test's environment already has detdemo)."""
-    from tests.hubcache import populate
-
     from export.publish import stage_model_repo
+    from tests.hubcache import populate
 
     text = (REPO / "docs" / "ci.md").read_text()
     recipe = re.search(r"<!-- ci-recipe -->\n```bash\n(.*?)```", text, re.S).group(1)

@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
 def _export_folder(args: argparse.Namespace, out: Path) -> Path:
     """The folder to publish: ``--model`` itself when it is an export folder, else a fresh, checked export."""
     from detdemo.checkpoint import resolve_checkpoint_path
-    from detdemo.commands.export import check_data_usable, check_args, run_check
+    from detdemo.commands.export import check_args, check_data_usable, run_check
     from detdemo.errors import DetDemoError
     from export.exporters import export_checkpoint
     from export.formats import DEFAULT_FORMATS, MANIFEST
