@@ -79,6 +79,7 @@ class ImageParity:
     max_keypoint_diff_px: float | None = None
     masks_not_compared: int = 0  # matched detections with boxes thinner than Tolerances.mask_min_box_px
     excusals: list[dict] = field(default_factory=list)
+    unmatched_examples: list[str] = field(default_factory=list)  # the first few, named (``_which``)
     passed: bool = True
     reasons: list[str] = field(default_factory=list)
 
@@ -144,6 +145,13 @@ def _at_nms_cutoff(dets: Detections, i: int, other: Detections, nms_threshold: f
                                   other.boxes[same, 3] - other.boxes[same, 1]))
     margin = 2 * box_px / np.maximum(sides, 1e-6)
     return bool((np.abs(iou - nms_threshold) <= margin).any())
+
+
+def _which(dets: Detections, i: int, side: str = "eager") -> str:
+    """A detection as a failure message names it: which one, so a user can find it in their own output."""
+    name = dets.names()[i] if len(dets.class_names) else str(int(dets.labels[i]))
+    box = ", ".join(f"{float(v):.1f}" for v in dets.boxes[i])
+    return f"{side} detection #{int(i)} {name} score {float(dets.scores[i]):.3f} at [{box}]"
 
 
 def _entry(side: str, dets: Detections, i: int) -> dict:
@@ -213,7 +221,7 @@ def compare(probe: str, ref: Detections, cand: Detections, tol: Tolerances, cap:
                              "candidate": _entry("candidate", cand, partner)})
         else:
             unexcused_r.append(r)
-    unmatched = 0
+    unmatched, unmatched_examples = 0, []
     observed = max((float(np.abs(ref.boxes[r] - cand.boxes[c]).max()) for r, c in judged), default=0.0)
     for side, dets, other, left in (("reference", ref, cand, unexcused_r), ("candidate", cand, ref, unexcused_c)):
         for i in left:
@@ -223,8 +231,12 @@ def compare(probe: str, ref: Detections, cand: Detections, tol: Tolerances, cap:
                 excusals.append({"why": "NMS cut-off", side: _entry(side, dets, i)})
             else:
                 unmatched += 1
+                if len(unmatched_examples) < 3:
+                    unmatched_examples.append(_which(dets, i, "eager" if side == "reference" else "export")
+                                              + " has no partner")
     size = (ref.image_size[1], ref.image_size[0])
-    rep = ImageParity(probe, size, len(ref), len(cand), len(pairs), unmatched, len(excusals), excusals=excusals)
+    rep = ImageParity(probe, size, len(ref), len(cand), len(pairs), unmatched, len(excusals), excusals=excusals,
+                      unmatched_examples=unmatched_examples)
     _compare_pairs(rep, ref, cand, pairs, judged, tol)
     rep.passed = not rep.reasons
     return rep
@@ -238,7 +250,7 @@ def _compare_pairs(rep: ImageParity, ref: Detections, cand: Detections, pairs: l
         if in_ref != in_cand:
             rep.reasons.append(f"{output} missing from the {'export' if in_ref else 'reference'}")
     if rep.unmatched:
-        rep.reasons.append(f"{rep.unmatched} unmatched detection(s)")
+        rep.reasons.append(f"{rep.unmatched} unmatched detection(s): " + "; ".join(rep.unmatched_examples))
     if pairs:
         ri, ci = np.array(pairs).T
         rep.max_box_diff_px = float(np.abs(ref.boxes[ri] - cand.boxes[ci]).max())
@@ -246,16 +258,20 @@ def _compare_pairs(rep: ImageParity, ref: Detections, cand: Detections, pairs: l
     if not judged:
         return
     ri, ci = np.array(judged).T
-    box = float(np.abs(ref.boxes[ri] - cand.boxes[ci]).max())
-    score = float(np.abs(ref.scores[ri] - cand.scores[ci]).max())
-    if box > tol.box_px:
-        rep.reasons.append(f"box differs by {box:.3g} px > {tol.box_px}")
-    if score > tol.score:
-        rep.reasons.append(f"score differs by {score:.3g} > {tol.score}")
+    box_diffs = np.abs(ref.boxes[ri] - cand.boxes[ci]).max(axis=1)
+    score_diffs = np.abs(ref.scores[ri] - cand.scores[ci])
+    if box_diffs.max() > tol.box_px:
+        rep.reasons.append(f"box differs by {box_diffs.max():.3g} px > {tol.box_px} "
+                           f"({_which(ref, ri[box_diffs.argmax()])})")
+    if score_diffs.max() > tol.score:
+        rep.reasons.append(f"score differs by {score_diffs.max():.3g} > {tol.score} "
+                           f"({_which(ref, ri[score_diffs.argmax()])})")
     if ref.mask_probs is not None and cand.mask_probs is not None:
-        rep.max_mask_prob_diff = float(np.abs(ref.mask_probs[ri] - cand.mask_probs[ci]).max())
+        prob_diffs = np.abs(ref.mask_probs[ri] - cand.mask_probs[ci]).reshape(len(ri), -1).max(axis=1)
+        rep.max_mask_prob_diff = float(prob_diffs.max())
         if rep.max_mask_prob_diff > tol.mask_prob:
-            rep.reasons.append(f"soft mask probability differs by {rep.max_mask_prob_diff:.3g} > {tol.mask_prob}")
+            rep.reasons.append(f"soft mask probability differs by {rep.max_mask_prob_diff:.3g} > {tol.mask_prob} "
+                               f"({_which(ref, ri[prob_diffs.argmax()])})")
     if ref.has_masks and cand.has_masks:
         sides = np.minimum(ref.boxes[ri, 2] - ref.boxes[ri, 0], ref.boxes[ri, 3] - ref.boxes[ri, 1])
         # with probabilities both masks are pasted into one box, so a box of any width compares; binary masks
@@ -267,7 +283,8 @@ def _compare_pairs(rep: ImageParity, ref: Detections, cand: Detections, pairs: l
         if ious:
             rep.mask_iou_min, rep.mask_iou_mean = float(min(ious)), float(np.mean(ious))
             if rep.mask_iou_min < tol.mask_iou_min:
-                rep.reasons.append(f"mask IoU {rep.mask_iou_min:.4f} < {tol.mask_iou_min}")
+                rep.reasons.append(f"mask IoU {rep.mask_iou_min:.4f} < {tol.mask_iou_min} "
+                                   f"({_which(ref, ri[wide][int(np.argmin(ious))])})")
     if ref.keypoints is not None and cand.keypoints is not None:
         _compare_keypoints(rep, ref, cand, ri, ci, tol)
 
