@@ -82,20 +82,28 @@ def test_the_api_reports_each_file_and_check_and_junit_counts_the_same(damaged, 
 
 
 def test_the_pytest_plugin_passes_the_bundled_export_and_names_the_damaged_file(pytester, good, damaged):
+    """Two folders and a user's own test through the fixture, in one session (the checks run once per folder)."""
+    pytester.makepyfile(test_mine=f"""
+        def test_onnx_within_a_tenth_of_a_pixel(detdemo_parity):
+            result = detdemo_parity({str(good)!r}, probes="basic")
+            assert result.case("onnx", "parity").outcome == "passed"
+            assert result.parity["backends"]["onnx"]["overall"]["max_box_diff_px"] < 0.1
+            assert detdemo_parity({str(good)!r}, probes="basic") is result  # cached
+    """)
     xml = pytester.path / "plugin.xml"
     result = pytester.runpytest("--detdemo-export", str(good), "--detdemo-export", str(damaged),
                                 "--detdemo-probes", "basic", f"--junitxml={xml}", "-p", "no:cacheprovider", "-rfs")
-    result.assert_outcomes(passed=3, failed=1)
+    result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines([f"*{damaged}/model.onnx::parity: *soft mask probability differs by 0.0068*",
                                  "FAILED *damaged::model.onnx::parity*"])
     counts, outcomes = _junit(xml)
-    assert counts["tests"] == 4 and counts["failures"] == 1 and counts["skipped"] == 0
+    assert counts["tests"] == 5 and counts["failures"] == 1 and counts["skipped"] == 0
     failed = [name for name, outcome in outcomes.items() if outcome == "failed"]
     assert len(failed) == 1 and failed[0].endswith("damaged.model.onnx::parity")  # as check-export names it
     # -k selects among the collected checks like any other tests
     only = pytester.runpytest("--detdemo-export", str(good), "--detdemo-probes", "basic", "-k", "torchscript",
                               "-p", "no:cacheprovider")
-    only.assert_outcomes(passed=1, deselected=1)
+    only.assert_outcomes(passed=1, deselected=2)
 
 
 def test_reduced_precision_files_are_skipped_without_data_never_passed(pytester):
@@ -105,17 +113,6 @@ def test_reduced_precision_files_are_skipped_without_data_never_passed(pytester)
                                 "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, skipped=2)
     result.stdout.fnmatch_lines(["*int8 file: its AP gate needs labelled data*"])
-
-
-def test_the_plugin_and_fixture_in_a_users_own_test(pytester, good):
-    pytester.makepyfile(test_mine=f"""
-        def test_onnx_within_a_tenth_of_a_pixel(detdemo_parity):
-            result = detdemo_parity({str(good)!r}, probes="basic")
-            assert result.case("onnx", "parity").outcome == "passed"
-            assert result.parity["backends"]["onnx"]["overall"]["max_box_diff_px"] < 0.1
-            assert detdemo_parity({str(good)!r}, probes="basic") is result  # cached
-    """)
-    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
 def test_a_folder_that_is_not_an_export_is_a_usage_error(pytester, tmp_path):
