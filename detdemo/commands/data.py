@@ -7,7 +7,7 @@ from collections import Counter
 
 
 def add_parser(sub) -> None:
-    from detdemo.data.convert import DEFAULT_SPLITS, TARGETS
+    from detdemo.data.convert import DEFAULT_SPLITS, SPLITS, TARGETS
     from detdemo.data.layout import LAYOUTS
 
     p = sub.add_parser("data", help="make, download, inspect or convert datasets")
@@ -42,7 +42,8 @@ def add_parser(sub) -> None:
     c.add_argument("--to", required=True, choices=TARGETS, help="layout to write")
     c.add_argument("--out", required=True, help="new or empty output folder")
     c.add_argument("--layout", default=None, choices=LAYOUTS, help="override the source's layout detection")
-    c.add_argument("--split", nargs="+", default=list(DEFAULT_SPLITS), help="splits to write (default: train val)")
+    c.add_argument("--split", nargs="+", default=list(DEFAULT_SPLITS), choices=SPLITS,
+                   help="splits to write (default: train val; 'val' of a source without splits is the hold-out)")
     c.add_argument("--val-fraction", type=float, default=0.2, help="hold-out for sources without splits")
     c.add_argument("--seed", type=int, default=0, help="hold-out seed")
     c.set_defaults(func=run_convert)

@@ -6,11 +6,13 @@ source has is written (``train`` and ``val``; a source without splits gets the s
 
 Decisions a converter has to make, made here:
 
-- Masks become polygons: the outer contours of each mask, traced by scikit-image (``find_contours`` at the 0.5
-  level, so a contour runs along pixel edges) and simplified by at most ``POLYGON_TOLERANCE`` pixels. Holes are not
-  kept: COCO polygon lists are a union, so a hole cannot be expressed without RLE.
+- Masks become polygons: the contours of each mask, traced by scikit-image (``find_contours`` at the 0.5 level, so
+  a contour runs along pixel edges) and simplified by at most ``POLYGON_TOLERANCE`` (0.3) pixels, keeping the extreme
+  points so the polygon's extent is still the box. A hole (an object seen around an occluder) is joined into its
+  part by a zero-width bridge; readers fill polygons by the even-odd rule, so it stays a hole.
 - YOLO has one polygon per line, so a mask in several parts (an occluded object) becomes one polygon whose parts
-  are joined by zero-width bridges, the way Ultralytics' own COCO converter joins them.
+  are joined by zero-width bridges, the way Ultralytics' own COCO converter joins them. COCO keeps one polygon
+  per part.
 - YOLO has no crowd notion: crowd objects (COCO ``iscrowd=1``, VOC ``difficult``) are skipped, with one warning
   that counts them. COCO output keeps them with ``iscrowd=1``.
 - Category ids in COCO output are 1..K in class order; the class list is the union over splits, first split first.
@@ -41,8 +43,11 @@ from detdemo.errors import DataError
 from detdemo.fileio import FILE_MODE, TEMP_SUFFIX, write_text
 
 TARGETS = ("coco", "yolo")
+SPLITS = ("train", "val", "test")  # the names both layouts read back (YOLO's data.yaml has no others)
 DEFAULT_SPLITS = ("train", "val")
-POLYGON_TOLERANCE = 0.5  # pixels a simplified polygon may stray from the traced contour
+# Pixels a simplified polygon may stray from the traced contour. Pixel centres lie >= 0.35 px from it (0.5 / sqrt 2
+# at a cut corner), so under that no pixel changes side: masks come back exactly (round trip IoU 1.0 on shapes).
+POLYGON_TOLERANCE = 0.3
 DECIMALS = 6  # YOLO's normalised coordinates: 1e-6 of a side is far below a pixel for any real image
 
 
@@ -68,24 +73,44 @@ class ConvertSummary:
 
 # -- masks to polygons ---------------------------------------------------------------------------------------------
 def mask_polygons(mask: np.ndarray) -> list[np.ndarray]:
-    """Outer contours of a binary mask as (P, 2) float XY polygons in pixel-edge coordinates, largest first."""
-    from skimage.measure import approximate_polygon, find_contours
+    """A binary mask as (P, 2) float XY polygons in pixel-edge coordinates, one per part, largest first.
+
+    Holes are kept: each is joined into the part around it by a zero-width bridge, and both COCO (pycocotools)
+    and Ultralytics (``cv2.fillPoly``) fill a polygon by the even-odd rule, so the hole stays empty.
+    """
+    from skimage.measure import find_contours, points_in_poly
 
     padded = np.pad(np.asarray(mask, bool), 1)  # so contours touching the image edge still close
-    polygons = []
+    rings = []
     for contour in find_contours(padded.astype(np.float32), 0.5, positive_orientation="high"):
-        contour = approximate_polygon(contour, POLYGON_TOLERANCE)
-        xy = contour[:, ::-1] - 0.5  # (row, col) of the padded array -> x, y where pixel i spans [i, i + 1]
-        if len(xy) > 1 and np.allclose(xy[0], xy[-1]):
-            xy = xy[:-1]
+        xy = _simplify(contour[:-1])[:, ::-1] - 0.5  # (row, col) of the padded array -> x, y; pixel i spans [i, i+1]
         if len(xy) >= 3:
-            polygons.append(xy)
-    if not polygons:
+            rings.append((_signed_area(xy), xy))
+    if not rings:
         return []
-    areas = [_signed_area(p) for p in polygons]
-    outer_sign = np.sign(areas[int(np.argmax(np.abs(areas)))])  # the largest contour is an outer one
-    outer = [(abs(a), p) for a, p in zip(areas, polygons) if np.sign(a) == outer_sign]
-    return [p for _, p in sorted(outer, key=lambda t: -t[0])]
+    rings.sort(key=lambda r: -abs(r[0]))
+    outer_sign = np.sign(rings[0][0])  # the largest ring is an outer one; holes wind the other way
+    parts = [[xy] for area, xy in rings if np.sign(area) == outer_sign]
+    for area, hole in rings:
+        if np.sign(area) != outer_sign:
+            # the smallest part around the hole: parts are largest first, so the last one that contains it
+            around = [p for p in parts if points_in_poly(hole[:1], p[0])[0]]
+            if around:
+                around[-1].append(hole)
+    return [join_polygons(p) for p in parts]
+
+
+def _simplify(ring: np.ndarray) -> np.ndarray:
+    """Douglas-Peucker (scikit-image) on a closed ring, piecewise between its extreme points, so the polygon's
+    extent, which is the box a YOLO reader derives, stays the mask's box exactly."""
+    from skimage.measure import approximate_polygon
+
+    if len(ring) < 4:
+        return ring
+    cuts = sorted({int(f(ring[:, axis])) for axis in (0, 1) for f in (np.argmin, np.argmax)})
+    pieces = [ring[a : b + 1] for a, b in zip(cuts, cuts[1:])]
+    pieces.append(np.concatenate([ring[cuts[-1] :], ring[: cuts[0] + 1]]))  # the piece across the ring's start
+    return np.concatenate([approximate_polygon(p, POLYGON_TOLERANCE)[:-1] for p in pieces])
 
 
 def _signed_area(poly: np.ndarray) -> float:
@@ -95,7 +120,8 @@ def _signed_area(poly: np.ndarray) -> float:
 
 def join_polygons(parts: Sequence[np.ndarray]) -> np.ndarray:
     """One polygon visiting every part: each extra part hangs off one point of the first by a bridge walked out
-    and back, which encloses no area, so the rasterised polygon is the union of the parts."""
+    and back, which encloses no area. Filled by the even-odd rule, disjoint parts come out as their union and a
+    part inside another (a hole) as a hole."""
     if len(parts) == 1:
         return parts[0]
     base = parts[0]
@@ -233,6 +259,9 @@ def convert_dataset(
     """Write ``data``'s splits to ``out`` in layout ``to``; ``out`` must be new or empty."""
     if to not in TARGETS:
         raise DataError(f"cannot convert to {to!r}; choose from {', '.join(TARGETS)}")
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or not splits:
+        raise DataError(f"cannot write split(s) {unknown}; choose from {', '.join(SPLITS)}")
     out = Path(out)
     sources = {}
     for split in splits:

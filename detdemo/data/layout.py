@@ -131,11 +131,12 @@ def _open_yolo(root: Path, split: str, transforms: Callable | None, classes: lis
     keys = YoloDataset.split_keys(yaml_path)
     if split == "all":
         return YoloDataset(yaml_path, "all", transforms, classes)
+    has_val = any(a in keys for a in SPLIT_ALIASES["val"])
+    if split in ("train", "val") and "train" in keys and not has_val:
+        return _subset(YoloDataset(yaml_path, "train", transforms, classes), split, val_fraction, seed)
     key = next((a for a in SPLIT_ALIASES.get(split, (split,)) if a in keys), None)
     if key is not None:
         return YoloDataset(yaml_path, key, transforms, classes)
-    if split in ("train", "val") and keys == ["train"]:
-        return _subset(YoloDataset(yaml_path, "train", transforms, classes), split, val_fraction, seed)
     raise DataError(f"{yaml_path}: no {split!r} split (it has {', '.join(keys)})")
 
 

@@ -271,7 +271,11 @@ def parse_label_file(path: Path, num_classes: int, problems: Problems) -> LabelL
         coords = coords.clip(0, 1)
         if len(coords) == 4:
             cx, cy, w, h = coords
-            boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])  # may overhang: clipped, counted later
+            box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+            # Centre and size are rounded separately, so an edge box may overshoot by a rounding step: not an
+            # overhang. A real one is clipped and counted (one warning) like VOC's and COCO's.
+            rounding = (box > -COORD_EPS) & (box < 1 + COORD_EPS)
+            boxes.append(np.where(rounding, box.clip(0, 1), box))
             polygons.append(None)
         else:
             points = coords.reshape(-1, 2)
