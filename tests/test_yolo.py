@@ -235,6 +235,25 @@ def test_crowd_objects_are_skipped_in_yolo_with_a_count(tmp_path):
     with pytest.warns(UserWarning, match="skipped 1 crowd"):
         summary = convert_dataset(tmp_path / "src" / "train.json", "yolo", tmp_path / "y", splits=["train"])
     assert summary.splits[0].objects == 1 and summary.splits[0].crowd_skipped == 1
+    (tmp_path / "y").rename(tmp_path / "moved")  # data.yaml's absolute 'path' is gone: its own folder is the root
+    back = open_dataset(tmp_path / "moved", "all")
+    assert back.num_objects() == 1 and back.records[0].path.parent == tmp_path / "moved" / "images" / "train"
+
+
+def test_images_sharing_a_stem_keep_their_own_label_files(tmp_path):
+    root = write_yolo(tmp_path / "src", {"x": "0 0.5 0.5 0.2 0.2\n"},
+                      yaml_text="train: images/train\nval: images/train\nnames: [a, b]\n")  # coco8-style
+    Image.new("RGB", (W, H)).save(root / "images" / "train" / "x.jpg")  # reads labels/x.txt too, as in Ultralytics
+    (root / "images" / "train" / "sub").mkdir()
+    Image.new("RGB", (W, H)).save(root / "images" / "train" / "sub" / "x.png")
+    (root / "labels" / "train" / "sub").mkdir()
+    (root / "labels" / "train" / "sub" / "x.txt").write_text("1 0.5 0.5 0.4 0.4\n1 0.2 0.2 0.1 0.1\n")
+    src = open_dataset(root, "train")
+    convert_dataset(root, "yolo", tmp_path / "out")
+    out = open_dataset(tmp_path / "out", "train")
+    counts = lambda ds: sorted(len(ds.load_target(i, H, W)["labels"]) for i in range(len(ds)))  # noqa: E731
+    assert len(out) == len(src) == 3 and counts(out) == counts(src) == [1, 1, 2]
+    assert len(list((tmp_path / "out" / "labels" / "train").glob("*.txt"))) == 3  # one each, none overwritten
 
 
 def test_real_voc_dataset_converts_to_yolo_with_the_same_objects(tmp_path):

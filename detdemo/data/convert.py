@@ -154,15 +154,14 @@ def _place_image(src: Path, dst: Path) -> None:
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
-    """Base names, with ``_<n>`` added where two images of a split share one (sources with sub-folders)."""
-    seen: dict[str, int] = {}
+    """Base names, with ``_<n>`` added where two images of a split share a stem (sub-folders in the source, or
+    ``x.jpg`` beside ``x.png``: YOLO's label file is named by the stem alone)."""
+    seen: set[str] = set()
     names = []
     for n, p in enumerate(paths, start=1):
-        name = p.name
-        if name.lower() in seen:
-            name = f"{p.stem}_{n}{p.suffix}"
-        seen[name.lower()] = n
-        names.append(name)
+        stem = p.stem if p.stem.lower() not in seen else f"{p.stem}_{n}"
+        seen.add(stem.lower())
+        names.append(stem + p.suffix)
     return names
 
 
