@@ -58,6 +58,23 @@ def test_yolo_boxes_are_detected_and_read_as_pixel_boxes(tmp_path):
     assert len(open_dataset(root, "val")) == 1 and len(open_dataset(root, "all")) == 4
 
 
+def test_roboflow_paths_and_image_lists(tmp_path):
+    """Roboflow writes ``train: ../train/images`` beside the YAML; Ultralytics' lists hold ``./images/...`` lines."""
+    for split in ("train", "valid"):
+        (tmp_path / split / "images").mkdir(parents=True)
+        (tmp_path / split / "labels").mkdir()
+        Image.new("RGB", (W, H)).save(tmp_path / split / "images" / f"{split}.jpg")
+        (tmp_path / split / "labels" / f"{split}.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (tmp_path / "valid.txt").write_text("./valid/images/valid.jpg\n")
+    (tmp_path / "data.yaml").write_text("train: ../train/images\nval: valid.txt\nnc: 1\nnames: ['cell']\n")
+    train, val = open_dataset(tmp_path, "train"), open_dataset(tmp_path, "val")
+    assert [r.path.name for r in train.records] == ["train.jpg"] and [r.path.name for r in val.records] == ["valid.jpg"]
+    assert val.load_target(0, H, W)["boxes"].tolist() == [[16.0, 12.0, 48.0, 36.0]]
+    (tmp_path / "valid.txt").write_text("./valid/images/valid.jpg\n./valid/images/gone.jpg\n")
+    with pytest.raises(DataError, match=r"valid.txt: 1 problem\(s\): line 2: image '\./valid/images/gone.jpg' not"):
+        open_dataset(tmp_path, "val")
+
+
 def test_yolo_without_val_gets_the_seeded_holdout(tmp_path):
     root = write_yolo(tmp_path, {f"i{k}": "0 0.5 0.5 0.2 0.2\n" for k in range(5)})
     train, val = open_dataset(root, "train"), open_dataset(root, "val")
