@@ -103,6 +103,15 @@ def test_mixed_box_and_polygon_lines_load_boxes_only(tmp_path):
     assert ds.load_target(0, H, W)["boxes"][0].tolist() == pytest.approx([16.0, 12.0, 48.0, 36.0])
 
 
+def test_zero_size_boxes_are_dropped_and_overhangs_clipped_with_one_warning_each(tmp_path):
+    root = write_yolo(tmp_path, {"z": "0 0.5 0.5 0 0.2\n0 0.9 0.5 0.4 0.2\n"})
+    with pytest.warns(UserWarning) as caught:
+        ds = open_dataset(root)
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "dropped 1 degenerate" in messages and "clipped 1 box(es) that overhang" in messages
+    assert ds.load_target(0, H, W)["boxes"].tolist() == [pytest.approx([44.8, 19.2, 64.0, 28.8])]
+
+
 def test_data_info_shows_the_yolo_layout(tmp_path, capsys):
     root = write_yolo(tmp_path, {"x": "0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n1 0.6 0.6 0.1 0.1\n", "y": None})
     assert main(["data", "info", "--data", str(root), "--split", "all"]) == 0

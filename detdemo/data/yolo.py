@@ -34,6 +34,7 @@ from detdemo.data.base import (
     OffImageBoxes,
     Problems,
     clip_boxes,
+    degenerate,
     warn_degenerate,
 )
 from detdemo.errors import DataError
@@ -358,8 +359,7 @@ class YoloDataset(DetectionDataset):
             lines = parse_label_file(label, len(names), problems) if label.is_file() else LabelLines.empty()
             off_image.add(label.name, lines.boxes, 1, 1)  # normalised: the image is 1 x 1
             lines.boxes = clip_boxes(lines.boxes, 1, 1)
-            w, h = lines.boxes[:, 2] - lines.boxes[:, 0], lines.boxes[:, 3] - lines.boxes[:, 1]
-            bad = ~((w > 0) & (h > 0))
+            bad = degenerate(lines.boxes)
             if bad.any():
                 dropped += int(bad.sum())
                 dropped_files.append(label.name)
