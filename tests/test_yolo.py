@@ -282,6 +282,7 @@ def test_images_sharing_a_stem_keep_their_own_label_files(tmp_path):
     assert len(list((tmp_path / "out" / "labels" / "train").glob("*.txt"))) == 3  # one each, none overwritten
 
 
+@pytest.mark.slow
 def test_real_voc_dataset_converts_to_yolo_with_the_same_objects(tmp_path):
     bccd = shared("BCCD")
     convert_dataset(bccd, "yolo", tmp_path / "bccd")
