@@ -367,7 +367,7 @@ def test_layout_detection_and_errors(tmp_path, shapes_dir):
     with pytest.raises(DataError, match="dataset path not found"):
         detect_layout(tmp_path / "nope")
     with pytest.raises(DataError, match="unknown dataset layout"):
-        open_dataset(shapes_dir, layout="yolo")
+        open_dataset(shapes_dir, layout="tfrecord")
     assert detect_layout(shapes_dir / "annotations" / "instances_val.json")[0] == "coco"
 
 

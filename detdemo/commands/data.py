@@ -1,4 +1,4 @@
-"""``detdemo data shapes|pennfudan|info``: make, fetch and inspect datasets."""
+"""``detdemo data shapes|pennfudan|info|convert``: make, fetch, inspect and convert datasets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from collections import Counter
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("data", help="make, download or inspect datasets")
+    from detdemo.data.convert import DEFAULT_SPLITS, SPLITS, TARGETS
+    from detdemo.data.layout import LAYOUTS
+
+    p = sub.add_parser("data", help="make, download, inspect or convert datasets")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
 
     s = dsub.add_parser("shapes", help="write a synthetic shapes instance-segmentation dataset (COCO format)")
@@ -30,9 +33,20 @@ def add_parser(sub) -> None:
 
     i = dsub.add_parser("info", help="detect a dataset's layout and summarise a split")
     i.add_argument("--data", required=True)
-    i.add_argument("--layout", default=None, choices=("coco", "voc", "pennfudan"))
+    i.add_argument("--layout", default=None, choices=LAYOUTS)
     i.add_argument("--split", default="train")
     i.set_defaults(func=run_info)
+
+    c = dsub.add_parser("convert", help="write a dataset in another layout (COCO or YOLO), every split")
+    c.add_argument("--data", required=True, help="any dataset --data reads")
+    c.add_argument("--to", required=True, choices=TARGETS, help="layout to write")
+    c.add_argument("--out", required=True, help="new or empty output folder")
+    c.add_argument("--layout", default=None, choices=LAYOUTS, help="override the source's layout detection")
+    c.add_argument("--split", nargs="+", default=list(DEFAULT_SPLITS), choices=SPLITS,
+                   help="splits to write (default: train val; 'val' of a source without splits is the hold-out)")
+    c.add_argument("--val-fraction", type=float, default=0.2, help="hold-out for sources without splits")
+    c.add_argument("--seed", type=int, default=0, help="hold-out seed")
+    c.set_defaults(func=run_convert)
 
 
 def run_shapes(args: argparse.Namespace) -> int:
@@ -69,4 +83,13 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"split {args.split}: {len(ds)} images, {objects} objects, masks: {'yes' if ds.has_masks else 'no'}")
     for label, name in enumerate(ds.class_names, start=1):
         print(f"  {label:>3} {name}: {counts.get(label, 0)}")
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from detdemo.data.convert import convert_dataset
+
+    summary = convert_dataset(args.data, args.to, args.out, layout=args.layout, splits=args.split,
+                              val_fraction=args.val_fraction, seed=args.seed, progress=True)
+    print(summary.line())
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
+    from detdemo.data.layout import LAYOUTS
     from export.formats import DEFAULT_FORMATS, FORMATS
 
     p = sub.add_parser("export", help="export a checkpoint to TorchScript, ONNX, OpenVINO and their INT8 versions")
@@ -40,7 +41,7 @@ def add_parser(sub) -> None:
     c.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (every backend runs there)")
     c.add_argument("--data", default=None, help="labelled dataset: evaluate eager and every file on it (AP deltas)")
     c.add_argument("--split", default="val")
-    c.add_argument("--layout", choices=("coco", "voc", "pennfudan"))
+    c.add_argument("--layout", choices=LAYOUTS)
     c.add_argument("--ap-tol", type=float, default=None, help="max |dAP| of float32 exports (default 0.002)")
     c.add_argument("--reduced-ap-tol", type=float, default=None,
                    help="max |dAP| of reduced-precision exports (default 0.01)")

@@ -7,9 +7,10 @@ from detdemo.data.pennfudan import PennFudanDataset
 from detdemo.data.shapes import SHAPES, ShapesConfig, generate_shapes
 from detdemo.data.transforms import eval_transforms, train_transforms
 from detdemo.data.voc import VOCDataset
+from detdemo.data.yolo import YoloDataset
 
 __all__ = [
-    "BACKGROUND", "DetectionDataset", "CocoDataset", "VOCDataset", "PennFudanDataset", "open_dataset",
+    "BACKGROUND", "DetectionDataset", "CocoDataset", "VOCDataset", "YoloDataset", "PennFudanDataset", "open_dataset",
     "detect_layout", "collate", "LAYOUTS", "SHAPES", "ShapesConfig", "generate_shapes", "train_transforms",
     "eval_transforms",
 ]

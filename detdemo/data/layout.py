@@ -1,8 +1,9 @@
 """Find out what a ``--data PATH`` is, and open the right split of it.
 
 Users point at whatever they have: a COCO JSON file, a folder a labelling tool exported, VOC's root, or the
-Penn-Fudan folder (often one level above the real root, straight out of a zip). Detection looks at the folder
-and its direct children and refuses to guess between two matches.
+Penn-Fudan folder (often one level above the real root, straight out of a zip), or a YOLO folder with its
+``data.yaml`` (or that YAML file itself). Detection looks at the folder and its direct children and refuses to guess
+between two matches.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from detdemo.data.base import DetectionDataset
 from detdemo.data.coco import CocoDataset
 from detdemo.data.pennfudan import IMAGE_DIR, MASK_DIR, PennFudanDataset
 from detdemo.data.voc import VOCDataset
+from detdemo.data.yolo import YAML_SUFFIXES, YoloDataset, find_data_yaml
 from detdemo.errors import DataError
 
-LAYOUTS = ("coco", "voc", "pennfudan")
+LAYOUTS = ("coco", "voc", "pennfudan", "yolo")  # the one list every --layout option offers
 SPLIT_ALIASES = {"train": ("train",), "val": ("val", "valid", "validation", "test")}
 
 
@@ -32,6 +34,8 @@ def _match(folder: Path) -> str | None:
         return "pennfudan"
     if (folder / "Annotations").is_dir() and any((folder / "Annotations").glob("*.xml")):
         return "voc"
+    if find_data_yaml(folder):  # before COCO: any stray .json beside a data.yaml would otherwise read as COCO
+        return "yolo"
     if _coco_jsons(folder):
         return "coco"
     return None
@@ -45,7 +49,9 @@ def detect_layout(path: str | Path) -> tuple[str, Path]:
     if path.is_file():
         if path.suffix.lower() == ".json":
             return "coco", path
-        raise DataError(f"{path}: a dataset is a folder or a COCO .json file")
+        if path.suffix.lower() in YAML_SUFFIXES:
+            return "yolo", path
+        raise DataError(f"{path}: a dataset is a folder, a COCO .json file or a YOLO data .yaml file")
     layout = _match(path)
     if layout:
         return layout, path
@@ -57,7 +63,7 @@ def detect_layout(path: str | Path) -> tuple[str, Path]:
         raise DataError(f"{path}: several datasets inside ({', '.join(str(c) for _, c in hits)}); pick one")
     raise DataError(
         f"{path}: no dataset layout recognised (expected a COCO .json, VOC Annotations/*.xml, "
-        f"or Penn-Fudan {IMAGE_DIR}/ + {MASK_DIR}/)"
+        f"Penn-Fudan {IMAGE_DIR}/ + {MASK_DIR}/, or a YOLO data.yaml)"
     )
 
 
@@ -110,8 +116,28 @@ def open_dataset(
         if split_file.exists():
             return VOCDataset(root, split=split, transforms=transforms, classes=classes)
         return _subset(VOCDataset(root, transforms=transforms, classes=classes), split, val_fraction, seed)
+    if layout == "yolo":
+        return _open_yolo(root, split, transforms, classes, val_fraction, seed)
     ds = PennFudanDataset(root, transforms=transforms)
     return _subset(ds, split, val_fraction, seed)
+
+
+def _open_yolo(root: Path, split: str, transforms: Callable | None, classes: list[str] | None,
+               val_fraction: float, seed: int) -> DetectionDataset:
+    """The YAML's entry for the split (``val`` also answers to ``valid``/``test``); no val entry: a hold-out."""
+    yaml_path = root if root.is_file() else find_data_yaml(root)
+    if yaml_path is None:
+        raise DataError(f"{root}: no YOLO data.yaml here")
+    keys = YoloDataset.split_keys(yaml_path)
+    if split == "all":
+        return YoloDataset(yaml_path, "all", transforms, classes)
+    has_val = any(a in keys for a in SPLIT_ALIASES["val"])
+    if split in ("train", "val") and "train" in keys and not has_val:
+        return _subset(YoloDataset(yaml_path, "train", transforms, classes), split, val_fraction, seed)
+    key = next((a for a in SPLIT_ALIASES.get(split, (split,)) if a in keys), None)
+    if key is not None:
+        return YoloDataset(yaml_path, key, transforms, classes)
+    raise DataError(f"{yaml_path}: no {split!r} split (it has {', '.join(keys)})")
 
 
 def _subset(ds: DetectionDataset, split: str, val_fraction: float, seed: int) -> DetectionDataset:

@@ -13,10 +13,10 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
+from detdemo.data.layout import LAYOUTS
 from detdemo.errors import DetDemoError
 
 TUTORIAL_BATCH = 2  # the tutorial's lr 0.005 goes with batch 2; --scale-lr scales from there
-LAYOUTS = ("coco", "voc", "pennfudan")
 
 
 def _whole_number(text: str, minimum: int) -> int:
