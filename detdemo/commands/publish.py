@@ -40,11 +40,12 @@ def add_parser(sub) -> None:
 
 def _export_folder(args: argparse.Namespace, out: Path) -> Path:
     """The folder to publish: ``--model`` itself when it is an export folder, else a fresh, checked export."""
-    from detdemo.checkpoint import resolve_checkpoint_path
+    from detdemo.checkpoint import BEST, resolve_checkpoint_path
     from detdemo.commands.export import run_check
     from detdemo.errors import DetDemoError
     from export.exporters import export_checkpoint
     from export.formats import DEFAULT_FORMATS, MANIFEST
+    from export.publish import copy_evaluation
 
     model = Path(args.model)
     if model.is_dir() and (model / MANIFEST).is_file():
@@ -52,7 +53,10 @@ def _export_folder(args: argparse.Namespace, out: Path) -> Path:
     if not model.exists():
         raise DetDemoError(f"{model}: model path not found")
     folder = out / EXPORT_WORK
-    export_checkpoint(resolve_checkpoint_path(model), DEFAULT_FORMATS, folder)
+    checkpoint = resolve_checkpoint_path(model)
+    export_checkpoint(checkpoint, DEFAULT_FORMATS, folder)
+    if checkpoint.name == BEST:  # the run's evaluation pictures are best.pt's (the trainer draws them)
+        copy_evaluation(checkpoint.parent, folder)
     check = argparse.Namespace(dir=folder, images=None, box_tol=None, score_tol=None, mask_iou_min=None,
                                report_dir=None, probes="full", device="auto", data=args.data, split="val",
                                layout=None, ap_tol=None, reduced_ap_tol=None)

@@ -35,8 +35,10 @@ GALLERY_WIDTH_PX = 520  # gallery pictures are this wide (small PNGs; room for t
 # Detection outcomes, and how the gallery draws each (ground truth dashed, detections solid).
 CORRECT, WRONG_CLASS, FALSE_ALARM, IGNORED = "correct", "wrong class", "false alarm", "ignored (crowd)"
 FOUND, MISSED = "found", "missed"
-WRONG_CLASS_COLOUR, FALSE_ALARM_COLOUR = (255, 140, 0), (255, 0, 0)
+WRONG_CLASS_COLOUR, FALSE_ALARM_COLOUR = (255, 120, 0), (255, 0, 0)
 GT_FOUND_COLOUR, GT_MISSED_COLOUR = "#ffffff", "#ffff00"  # dashed, over a black stroke: visible on any image
+GALLERY_STYLES = ("ground truth dashed (white found, yellow missed or given the wrong class), detections solid "
+                  "(class colour when right, orange for the wrong class, red for a false alarm)")
 
 
 def pictures_dir(json_path: str | Path) -> Path:
@@ -458,6 +460,22 @@ def write_pictures(result, folder: str | Path, dataset=None, score_threshold: fl
                                 "caption": _caption(o, source, score_threshold)})
     write_json(folder / PICTURES_JSON, numbers.to_dict())
     return numbers
+
+
+CHARTS = ((PR_CURVES_PNG, "Precision-recall per class"), (CONFUSION_PNG, "Confusion matrix"),
+          (PER_CLASS_AP_PNG, "AP per class"))
+
+
+def listed_pictures(folder: str | Path) -> list[tuple[str, str]]:
+    """(file relative to ``folder``, caption) of each picture there: the charts, then the gallery, worst first;
+    empty when the folder holds no ``pictures.json``."""
+    folder = Path(folder)
+    numbers = read_pictures(folder)
+    if numbers is None:
+        return []
+    listed = [(name, caption) for name, caption in CHARTS]
+    listed += [(g["file"], g.get("caption", g["file"])) for g in numbers.get("gallery", [])]
+    return [(name, caption) for name, caption in listed if (folder / name).is_file()]
 
 
 def read_pictures(folder: str | Path) -> dict | None:
