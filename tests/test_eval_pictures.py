@@ -137,7 +137,7 @@ def test_confusion_matrix_equals_a_direct_count(written):
     assert numbers["matrix_labels"] == [*CLASSES, "background"]
     assert numbers["score_threshold"] == 0.5 and numbers["iou_threshold"] == 0.5
     assert np.array_equal(np.array(numbers["confusion"]), expected_matrix())
-    assert np.array(numbers["confusion"]).sum() == 8  # 4 right, 1 wrong class, 3 false alarms... and 1 miss - 1
+    assert np.array(numbers["confusion"]).sum() == 9  # 4 right, 1 wrong class, 3 false alarms, 1 miss
     per_image = {im["file"].rsplit("_", 1)[-1]: im for im in numbers["images"]}
     assert per_image["65.png"]["missed"] == 1 and per_image["65.png"]["wrong_class"] == 1
     assert per_image["64.png"]["false_alarms"] == 1 and per_image["64.png"]["detections"] == 3  # 0.3 is below
@@ -163,6 +163,23 @@ def test_a_lower_threshold_moves_the_low_score_detection_into_the_matrix(dataset
     assert not (tmp_path / "n").exists() and "pictures" not in json.loads((tmp_path / "n.json").read_text())
 
 
+def test_a_model_that_finds_nothing_still_gets_its_pictures(dataset_dir, tmp_path, monkeypatch):
+    """No detections at all: pycocotools is not run (it cannot load an empty result list); every object is missed."""
+    import detdemo.commands.common as common
+    from detdemo.cli import main
+
+    blind = ScriptedPredictor()
+    blind.predict = lambda image, **kw: Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.int64),
+                                                   np.zeros(0, np.float32), CLASSES)
+    monkeypatch.setattr(common, "load_from_args", lambda args: blind)
+    assert main(["eval", "--model", "x", "--data", str(dataset_dir), "--out", str(tmp_path / "e.json")]) == 0
+    numbers = json.loads((tmp_path / "e" / PICTURES_JSON).read_text())
+    objects = [sum(c == k for spec in IMAGES.values() for c, _ in spec["gt"]) for k in (A, B)]
+    assert [row[BG] for row in numbers["confusion"][:BG]] == objects and np.array(numbers["confusion"]).sum() == 5
+    assert len(numbers["gallery"]) == 4  # every image with an object; not the empty one
+    assert all((tmp_path / "e" / name).is_file() for name in (PR_CURVES_PNG, CONFUSION_PNG, PER_CLASS_AP_PNG))
+
+
 def test_precision_curves_are_cocoevals_own_array(written, dataset_dir):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -185,8 +202,10 @@ def test_precision_curves_are_cocoevals_own_array(written, dataset_dir):
         assert curves["iou_0.50"][name] == pytest.approx(precision[0, :, k, 0, -1].tolist(), abs=1e-12)
         assert curves["iou_0.50:0.95"][name] == pytest.approx(precision[:, :, k, 0, -1].mean(axis=0).tolist())
         assert numbers["per_class_ap"]["bbox"][name]["AP50"] == pytest.approx(precision[0, :, k, 0, -1].mean())
-    # the curves mean something: the ant's precision drops where the false alarms come in
-    assert 0 < min(curves["iou_0.50"]["ant"]) < max(curves["iou_0.50"]["ant"]) == 1.0
+    # the curves mean something: two of the three ants are found (the third was called a bee) before any false alarm
+    ant = np.array(curves["iou_0.50"]["ant"])
+    recall = np.array(curves["recall"])
+    assert (ant[recall <= 2 / 3] == 1.0).all() and (ant[recall > 2 / 3 + 0.01] == 0.0).all()
 
 
 def test_matching_rules_crowd_and_iou():

@@ -349,9 +349,10 @@ def plot_per_class_ap(numbers: PictureNumbers, path: Path) -> Path:
     if not bars:
         ax.text(0.5, 0.5, "no detections", ha="center", va="center", transform=ax.transAxes)
     ax.set_xticks(x, names, rotation=30 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center")
-    ax.set(ylabel="AP", ylim=(0, 1.1), title="AP per class (AP: IoU 0.50:0.95; AP50: IoU 0.50)")
+    ax.set(ylabel="AP", ylim=(0, 1.25), yticks=np.linspace(0, 1, 6),
+           title="AP per class (AP: IoU 0.50:0.95; AP50: IoU 0.50)")
     if bars:
-        ax.legend(fontsize=8, ncols=len(bars), loc="upper right")
+        ax.legend(fontsize=8, ncols=len(bars), loc="upper center")  # above the bars: they stop at 1
     fig.tight_layout()
     _save(fig, path)
     return path
