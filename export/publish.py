@@ -1,6 +1,7 @@
 """What a published model repo holds, staged from an export folder: safetensors + config.json (no pickle), the
-exported files with their companions, the parity and accuracy reports, the model's examples, a model card, and a
-manifest that names the safetensors file as the eager reference.
+exported files with their companions, the parity and accuracy reports, the evaluation pictures (``evaluation.json``
+and ``evaluation/``, shown in the card), the model's examples, a model card, and a manifest that names the
+safetensors file as the eager reference.
 
 The export id travels on: config.json and every exported file carry the same id as the manifest, so a repo whose
 files come from two exports is refused by the loaders, exactly as a local export folder is.
@@ -12,6 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
+from detdemo.engine.eval_pictures import MODEL_EVALUATION, listed_pictures, pictures_dir
 from detdemo.errors import DetDemoError
 from detdemo.fileio import write_json
 from detdemo.hub.card import ModelFacts, write_card
@@ -34,6 +36,22 @@ def _label(name: str) -> str:
     if name in FORMATS:
         return choice_label(choice_of(name))
     return backend_label(name)
+
+
+def copy_evaluation(source: Path, dest: Path) -> list[tuple[str, str]]:
+    """A model folder's evaluation (``evaluation.json`` and its pictures folder) copied into ``dest``; returns the
+    pictures as (path relative to ``dest``, caption), empty when ``source`` has none."""
+    pictures = pictures_dir(source / MODEL_EVALUATION)
+    listed = listed_pictures(pictures)
+    if not listed:
+        return []
+    if source.resolve() != dest.resolve():
+        if (dest / pictures.name).exists():
+            shutil.rmtree(dest / pictures.name)
+        shutil.copytree(pictures, dest / pictures.name, ignore=shutil.ignore_patterns(".*"))
+        if (source / MODEL_EVALUATION).is_file():
+            shutil.copyfile(source / MODEL_EVALUATION, dest / MODEL_EVALUATION)
+    return [(f"{pictures.name}/{name}", caption) for name, caption in listed]
 
 
 def verification_lines(folder: Path, manifest: dict) -> list[str]:
@@ -88,6 +106,7 @@ def stage_model_repo(export_dir: str | Path, out: str | Path, repo_id: str, *, d
     source = Path(examples) if examples else export_dir / EXAMPLES
     if source.is_dir():
         shutil.copytree(source, out / EXAMPLES, ignore=shutil.ignore_patterns(".*"))
+    pictures = copy_evaluation(export_dir, out)
     published = {**manifest, "files": names, "source": Path(str(manifest.get("source", ""))).name}
     write_json(out / MANIFEST, published)
     train = checkpoint.get("train_config") or {}
@@ -99,6 +118,6 @@ def stage_model_repo(export_dir: str | Path, out: str | Path, repo_id: str, *, d
         files={"PyTorch (safetensors)": WEIGHTS_FILE, **{_label(fmt): name for fmt, name in names.items()
                                                          if fmt != "eager"}},
         verification=verification_lines(export_dir, manifest), license=license,
-        masks=get_spec(cfg["arch"]).masks, space_id=space_id)
+        masks=get_spec(cfg["arch"]).masks, space_id=space_id, pictures=pictures)
     write_card(facts, out)
     return facts

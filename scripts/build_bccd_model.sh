@@ -2,7 +2,9 @@
 # Rebuild the app's second bundled model (models/bccd/): blood cells (RBC, WBC, Platelets) from real microscope
 # images, trained from scratch with detdemo's own pipeline:
 #   detdemo train (BCCD train split) -> detdemo export (TorchScript, ONNX, ONNX INT8) -> check-export on the val
-#   split (per-detection parity and AP of every file) -> copy, with a few val images as the model's examples.
+#   split (per-detection parity and AP of every file) -> copy, with a few val images as the model's examples
+#   -> detdemo eval on the val split (evaluation.json and the evaluation pictures, evaluation/, whose gallery
+#   shows val images: MIT licence, examples/LICENSE).
 #
 #   bash scripts/build_bccd_model.sh        # about 40 minutes on 2 CPU cores
 #
@@ -25,11 +27,12 @@ rm -rf "$WORK"
 "$PY" -m detdemo export --checkpoint "$WORK/run/best.pt" --format torchscript onnx onnx-int8 --out "$WORK/export" \
     --calibration "$DATA" --check --data "$DATA"
 mkdir -p models/bccd/examples
-rm -f models/bccd/*.* models/bccd/examples/*.jpg
+rm -rf models/bccd/*.* models/bccd/examples/*.jpg models/bccd/evaluation
 cp "$WORK"/export/{model.pt,model.torchscript.pt,model.onnx,model.int8.onnx,export.json,parity.json,parity.md,accuracy.json,accuracy.md} \
    models/bccd/
 cp "$WORK/run/curves.png" models/bccd/training_curves.png
 for name in BloodImage_00000 BloodImage_00014 BloodImage_00148; do  # val images, MIT licence (examples/LICENSE-BCCD)
     cp "$DATA/BCCD/JPEGImages/$name.jpg" models/bccd/examples/
 done
+"$PY" -m detdemo eval --model models/bccd --data "$DATA" --out models/bccd/evaluation.json
 echo "bundled BCCD model updated: $(du -ch models/bccd/*.* | tail -1)"

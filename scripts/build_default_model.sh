@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the app's bundled default model (models/shapes/) with detdemo's own pipeline, from nothing:
-#   synthetic shapes data -> detdemo train (from scratch) -> detdemo export -> detdemo check-export -> copy.
+#   synthetic shapes data -> detdemo train (from scratch) -> detdemo export -> detdemo check-export -> copy
+#   -> detdemo eval on the val split (evaluation.json and the evaluation pictures, evaluation/).
 #
 #   bash scripts/build_default_model.sh            # about an hour on 2 CPU cores; minutes on a GPU
 #
@@ -23,4 +24,6 @@ mkdir -p models/shapes
 cp "$WORK/export/model.pt" "$WORK/export/model.torchscript.pt" "$WORK/export/model.onnx" \
    "$WORK/export/export.json" "$WORK/export/parity.md" models/shapes/
 cp "$WORK/run/curves.png" models/shapes/training_curves.png
+rm -rf models/shapes/evaluation
+"$PY" -m detdemo eval --model models/shapes --data "$WORK/data" --out models/shapes/evaluation.json
 echo "bundled model updated: $(du -ch models/shapes/* | tail -1)"

@@ -120,6 +120,13 @@ def test_model_repo_holds_no_pickle_and_a_card_the_hub_reads(staged):
     assert card.data.eval_results[0].dataset_name == "synthetic-shapes"
     text = card.text
     assert f"detdemo predict --model {REPO_ID}" in text and "onnxruntime" in text and "PASS" in text
+    # the evaluation pictures are staged and shown in the card by links relative to the repo
+    pictures = json.loads((model / "evaluation" / "pictures.json").read_text())
+    assert pictures == json.loads((SHAPES / "evaluation" / "pictures.json").read_text())
+    assert (model / "evaluation.json").is_file() and len(pictures["gallery"]) > 0
+    charts = ("pr_curves.png", "confusion_matrix.png", "per_class_ap.png")
+    for name in (*charts, *(g["file"] for g in pictures["gallery"])):
+        assert (model / "evaluation" / name).read_bytes()[:4] == b"\x89PNG" and f"](evaluation/{name})" in text, name
 
 
 def test_check_export_verifies_a_published_model_repo(staged, tmp_path):
@@ -306,11 +313,14 @@ def test_publish_from_a_training_run_exports_and_checks_first(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     shutil.copyfile(SHAPES / "model.pt", run / "best.pt")
+    shutil.copytree(SHAPES / "evaluation", run / "evaluation")  # as the trainer writes them for best.pt
+    shutil.copyfile(SHAPES / "evaluation.json", run / "evaluation.json")
     out = tmp_path / "out"
     assert main(["publish", "--model", str(run), "--out", str(out), "--repo-id", "alice/run"]) == 0
     model = out / "model"
-    assert {WEIGHTS_FILE, "model.onnx", "model.torchscript.pt", "parity.md", "README.md"} <= {
+    assert {WEIGHTS_FILE, "model.onnx", "model.torchscript.pt", "parity.md", "README.md", "evaluation"} <= {
         p.name for p in model.iterdir()}
+    assert "](evaluation/confusion_matrix.png)" in (model / "README.md").read_text()
     assert json.loads((out / "export" / "parity.json").read_text())["passed"]
     assert "**PASS**" in (model / "README.md").read_text()
     assert 'MODEL = "alice/run@main"' in (out / "space" / "app.py").read_text()

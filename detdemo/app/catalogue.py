@@ -51,6 +51,7 @@ class ModelEntry:
     examples: list[Path] = field(default_factory=list)  # images that show what this model is for
     checked: dict[str, str] = field(default_factory=dict)  # backend choice -> its parity check on the examples
     background: threading.Thread | None = None  # work started on first use (the COCO model's export)
+    folder: Path | None = None  # where the model's own files are: its evaluation pictures and reports (Model tab)
 
     @property
     def backends(self) -> list[str]:
@@ -111,7 +112,9 @@ def entry_from_path(path: str | Path, name: str | None = None, *, backend: str |
             raise DetDemoError(f"{path}: model path not found")
         name = name or str(path).split("/")[-1].split("@")[0]
         wanted = {"pytorch", "onnxruntime", "openvino"} | ({"torchscript"} if backend == "torchscript" else set())
-        path, partial = fetch_model(str(path), wanted, extras=[f"{EXAMPLES_DIR}/*"]), True
+        from detdemo.app.model_tab import MODEL_TAB_FILES
+
+        path, partial = fetch_model(str(path), wanted, extras=[f"{EXAMPLES_DIR}/*", *MODEL_TAB_FILES]), True
     verified: dict[str, dict] = {}
     missing: dict[str, str] = {}
     if path.is_dir():
@@ -146,7 +149,8 @@ def entry_from_path(path: str | Path, name: str | None = None, *, backend: str |
             fmt = format_of_choice(choice)
             missing[choice] = f"no {FORMATS[fmt].file if fmt in FORMATS else 'model.pt'} in {folder.name or folder}"
     shown = _examples(Path(examples) if examples else folder / EXAMPLES_DIR)
-    return ModelEntry(name or path.name, files, missing, _describe(folder), verified=verified, examples=shown)
+    return ModelEntry(name or path.name, files, missing, _describe(folder), verified=verified, examples=shown,
+                      folder=folder)
 
 
 def public(message: str) -> str:

@@ -21,6 +21,7 @@ import gradio as gr
 
 from detdemo.app.catalogue import BACKEND_LABELS, Catalogue
 from detdemo.app.compare import COMPARE_COLUMNS, compare_backends
+from detdemo.app.model_tab import model_page, servable
 from detdemo.app.predict import (
     TABLE_COLUMNS,
     TIMING_COLUMNS,
@@ -210,6 +211,14 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
             fail(exc)
         return comparison.image, comparison.rows, comparison.summary
 
+    def show_model(model):
+        """The Model tab: the chosen model's evaluation pictures and reports, read from its folder."""
+        try:
+            page = model_page(catalogue.entry(model))
+        except DetDemoError as exc:
+            fail(exc)
+        return page.figures, servable(page), page.reports
+
     names = class_names(first)
     # Uploads and drawn results go to Gradio's cache: on a public Space they would fill the disk. Every hour, delete
     # files older than an hour.
@@ -266,6 +275,12 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
                                              elem_id="compare-image")
                     compare_summary = gr.Markdown(elem_id="compare-summary")
                     compare_table = gr.Dataframe(headers=COMPARE_COLUMNS, interactive=False, label="Per-image figures")
+                with gr.Tab("Model", id="model-tab"):
+                    page = model_page(catalogue.entry(first))
+                    model_figures = gr.Markdown(page.figures, elem_id="model-figures")
+                    model_pictures = gr.Gallery(servable(page), label="Evaluation pictures", columns=3,
+                                                object_fit="contain", height="auto", elem_id="model-pictures")
+                    model_reports = gr.Markdown(page.reports, elem_id="model-reports")
 
         view = [threshold, boxes, masks, labels, classes]
         shown_outputs = [output, table, timings, summary, legend_html, download]
@@ -286,4 +301,5 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
                       **PRIVATE)
         compare.click(compare_view, [model, backend, threshold, masks, labels],
                       [compare_image, compare_table, compare_summary], **model_run)
+        model.change(show_model, [model], [model_figures, model_pictures, model_reports], **PRIVATE)
     return demo

@@ -40,11 +40,12 @@ def add_parser(sub) -> None:
 
 def _export_folder(args: argparse.Namespace, out: Path) -> Path:
     """The folder to publish: ``--model`` itself when it is an export folder, else a fresh, checked export."""
-    from detdemo.checkpoint import resolve_checkpoint_path
+    from detdemo.checkpoint import BEST, resolve_checkpoint_path
     from detdemo.commands.export import check_args, check_data_usable, run_check
     from detdemo.errors import DetDemoError
     from export.exporters import export_checkpoint
     from export.formats import DEFAULT_FORMATS, MANIFEST
+    from export.publish import copy_evaluation
 
     model = Path(args.model)
     if model.is_dir() and (model / MANIFEST).is_file():
@@ -56,6 +57,8 @@ def _export_folder(args: argparse.Namespace, out: Path) -> Path:
         check_data_usable(checkpoint, args.data, "val")
     folder = out / EXPORT_WORK
     export_checkpoint(checkpoint, DEFAULT_FORMATS, folder)
+    if checkpoint.name == BEST:  # the run's evaluation pictures are best.pt's (the trainer draws them)
+        copy_evaluation(checkpoint.parent, folder)
     if run_check(check_args(folder, data=args.data)) != 0:
         raise DetDemoError(f"{folder}: the exported files failed their check (see parity.md"
                            f"{' and accuracy.md' if args.data else ''} there); not publishing")

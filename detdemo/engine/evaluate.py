@@ -35,6 +35,11 @@ class EvalResult:
     summary: dict[str, str] = field(default_factory=dict)  # iou_type -> pycocotools' 12-line text
     num_images: int = 0
     num_detections: int = 0
+    # What the figures were computed from, for the evaluation pictures (``detdemo.engine.eval_pictures``); held in
+    # memory only, never written: the ground truth, the COCO results entries and each IoU type's COCOeval.
+    gt: COCO | None = field(default=None, repr=False)
+    detections: list[dict] = field(default_factory=list, repr=False)
+    coco_evals: dict[str, COCOeval] = field(default_factory=dict, repr=False)
 
     def flat(self) -> dict[str, float]:
         """``bbox_AP``, ``segm_AP50``, ... for metrics.jsonl."""
@@ -97,7 +102,7 @@ def detections_to_coco(det: Detections, image_id: int, cats: dict[int, int]) -> 
 
 def coco_evaluate(gt: COCO, results: list[dict], iou_types: tuple[str, ...], class_names: list[str]) -> EvalResult:
     """Run COCOeval per IoU type; also per-class AP (IoU .50:.95, all areas, 100 detections)."""
-    out = EvalResult(num_images=len(gt.getImgIds()), num_detections=len(results))
+    out = EvalResult(num_images=len(gt.getImgIds()), num_detections=len(results), gt=gt, detections=results)
     for iou_type in iou_types:
         if not results:  # pycocotools cannot load an empty result list; no detections means zero recall
             out.stats[iou_type] = dict.fromkeys(STAT_NAMES, 0.0)
@@ -111,6 +116,7 @@ def coco_evaluate(gt: COCO, results: list[dict], iou_types: tuple[str, ...], cla
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
+        out.coco_evals[iou_type] = ev
         out.stats[iou_type] = {k: float(v) for k, v in zip(STAT_NAMES, ev.stats)}
         out.summary[iou_type] = "\n".join(line for line in text.getvalue().splitlines() if line.startswith(" Av"))
         precision = ev.eval["precision"]  # [T, R, K, A, M]

@@ -2,9 +2,10 @@
 
 Per epoch: train with warm-up and step/cosine decay, evaluate with pycocotools, append one line to
 ``metrics.jsonl``, redraw ``curves.png``, and write ``last.pt`` (with everything ``--resume`` needs) and, when val
-AP improves, ``best.pt``. Every file is written atomically, so ``kill -9`` at any moment leaves readable files.
-Resuming restores model, optimiser, scheduler, AMP scaler, epoch and every RNG, so a resumed CPU run ends with
-the same weights as an uninterrupted one.
+AP improves, ``best.pt`` with its evaluation (``evaluation.json``) and the pictures of it (``evaluation/``, drawn
+from the evaluation already made: the model does not run again). Every file is written atomically, so ``kill -9``
+at any moment leaves readable files. Resuming restores model, optimiser, scheduler, AMP scaler, epoch and every
+RNG, so a resumed CPU run ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class Trainer:
         self._make_data()
         self._make_model(checkpoint)
         self.state = RunState()
+        self.eval_result = None  # this epoch's evaluation (rank 0), for best.pt's pictures
         if checkpoint is not None:
             self._restore(checkpoint)
 
@@ -220,6 +222,7 @@ class Trainer:
         gt = None
         started = time.perf_counter()
         for epoch in range(self.state.epoch, cfg.epochs):
+            self.eval_result = None
             if hasattr(self.sampler, "set_epoch"):
                 self.sampler.set_epoch(epoch)
             train_stats = self.train_one_epoch(epoch)
@@ -235,6 +238,7 @@ class Trainer:
                     result = evaluate_model(self.ddp.module if info.enabled else self.model, self.val_set,
                                             self.device, info, gt=gt, progress=self.progress)
                     if result is not None:
+                        self.eval_result = result
                         metrics.update(result.flat())
                         metrics["per_class_AP"] = result.per_class
                         metrics["eval_time_s"] = round(time.perf_counter() - t0, 3)
@@ -326,12 +330,24 @@ class Trainer:
         if improved or (ap is None and epoch + 1 == self.cfg.epochs):
             save_checkpoint(self.out / BEST, self.model, self.model_config, train_config=self.cfg.to_dict(),
                             metrics=scalar)
+            if improved and self.eval_result is not None:
+                self._write_best_evaluation(epoch, self.eval_result)
         _before_last_checkpoint(self.out)
         save_checkpoint(self.out / LAST, self.model, self.model_config, train_config=self.cfg.to_dict(),
                         metrics=scalar, training_state=training_state)
         from detdemo.engine.curves import plot_curves
 
         plot_curves(self.out / "metrics.jsonl", self.out / "curves.png")
+
+    def _write_best_evaluation(self, epoch: int, result) -> None:
+        """best.pt's evaluation and its pictures, from this epoch's evaluation (no second model run)."""
+        from detdemo.engine.eval_pictures import MODEL_EVALUATION, pictures_dir, write_pictures
+
+        out = self.out / MODEL_EVALUATION
+        folder = pictures_dir(out)
+        write_pictures(result, folder, self.val_set)
+        write_json(out, {"model": BEST, "epoch": epoch + 1, "data": str(self.cfg.data), "split": "val",
+                         **result.to_dict(), "pictures": folder.name})
 
     def _trim_metrics(self, next_epoch: int) -> None:
         """Reconcile metrics.jsonl with the checkpoint the run starts from: keep the lines of epochs it holds,

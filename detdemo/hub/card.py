@@ -1,8 +1,9 @@
 """The model card: ``huggingface_hub``'s ``ModelCard`` with metadata the Hub renders and indexes.
 
 The front matter carries ``pipeline_tag``, ``library_name``, license, tags, the dataset and a ``model-index`` with
-the val AP figures; the body says what the model is, how to run it three ways (detdemo, onnxruntime alone,
-gradio_client against the Space), and how its exported files were verified.
+the val AP figures; the body says what the model is, shows its evaluation pictures (relative links to the repo's
+``evaluation/``), how to run it three ways (detdemo, onnxruntime alone, gradio_client against the Space), and how
+its exported files were verified.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class ModelFacts:
     license: str = "bsd-3-clause"
     masks: bool = False
     space_id: str | None = None
+    pictures: list[tuple[str, str]] = field(default_factory=list)  # (file in the repo, caption): evaluation pictures
 
 
 def _eval_results(facts: ModelFacts) -> list:
@@ -63,6 +65,17 @@ def _usage(facts: ModelFacts) -> str:
     return "\n".join(lines)
 
 
+def _pictures(facts: ModelFacts) -> str:
+    if not facts.pictures:
+        return ""
+    from detdemo.engine.eval_pictures import GALLERY_STYLES, MODEL_EVALUATION, PICTURES_JSON
+
+    shown = "\n\n".join(f"![{caption}]({file})\n*{caption}*" for file, caption in facts.pictures)
+    return (f"## Evaluation pictures\n\nFrom the evaluation in `{MODEL_EVALUATION}` (the numbers behind the "
+            f"pictures: `{Path(facts.pictures[0][0]).parent}/{PICTURES_JSON}`). The gallery shows the validation "
+            f"images with the most mistakes: {GALLERY_STYLES}.\n\n" + shown + "\n")
+
+
 def model_card(facts: ModelFacts):
     """The card as a ``huggingface_hub.ModelCard`` (``.save(path)`` writes README.md)."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -89,6 +102,7 @@ A torchvision `{facts.arch}` {'instance-segmentation' if facts.masks else 'objec
 | --- | --- |
 {figures or '| (none recorded) | |'}
 
+{_pictures(facts)}
 ## Files
 
 | runtime | file |
