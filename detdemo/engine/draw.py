@@ -42,10 +42,12 @@ def draw_detections(
     mask_alpha: float = 0.45,
     matched: np.ndarray | None = None,
     unmatched_colour: tuple[int, int, int] = (255, 0, 0),
+    track_ids: np.ndarray | None = None,
 ) -> torch.Tensor:
     """``image`` uint8 CHW; returns a new uint8 CHW image. Colours come from the class label (``class_colour``), so
     they are the same on every backend and every frame. ``matched`` (bool per detection), when given, draws
-    unmatched detections in ``unmatched_colour`` (the app's compare view)."""
+    unmatched detections in ``unmatched_colour`` (the app's compare view). ``track_ids`` (int per detection, -1 for
+    a detection no track holds yet), when given, puts ``#id`` beside each tracked detection's label."""
     out = image
     n = len(det)
     if n == 0:
@@ -56,6 +58,8 @@ def draw_detections(
         out = _blend_masks(out, det, colours, mask_alpha)
     if boxes or labels:
         names = [f"{name}: {s:.2f}" for name, s in zip(det.names(), det.scores.tolist())]
+        if track_ids is not None:
+            names = [f"#{t} {text}" if t >= 0 else text for t, text in zip(track_ids.tolist(), names)]
         width = max(1, round(max(image.shape[1:]) / 300))
         font = label_font()
         font_size = max(10, round(max(image.shape[1:]) / 45)) if font else None
