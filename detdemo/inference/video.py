@@ -121,7 +121,9 @@ class VideoReader:
                 has = f"it has only {', '.join(kinds)} streams" if kinds else "it has no streams"
                 raise DetDemoError(f"{name}: no video stream ({has})")
             self._stream = self._container.streams.video[0]
-            self._stream.thread_type = "AUTO"
+            # Slice threads, not frame threads: with frame threading FFmpeg reports a bad packet's error while
+            # decoding the next one, so the wrong frame would be named (measured: off by one).
+            self._stream.thread_type = "SLICE"
             self._first = self._peek()
         except BaseException:
             self._container.close()
