@@ -54,6 +54,7 @@ def stream_video(catalogue: Catalogue, path: str | Path | None, model: str, back
     """Annotate the clip at ``path`` frame by frame; see the module docstring. Raises ``DetDemoError`` (a message
     for the page, naming the file) for a file that is not a readable video or is over the limit."""
     from detdemo.inference.video import (
+        FrameWorker,
         VideoOutputs,
         VideoReader,
         VideoWriter,
@@ -107,24 +108,30 @@ def stream_video(catalogue: Catalogue, path: str | Path | None, model: str, back
                 segments.pop(0).unlink(missing_ok=True)
             return str(done)
 
+        def draw_and_write(result) -> None:  # on the FrameWorker's thread, while the model runs on the next frame
+            nonlocal segment, segment_writer
+            drawn = annotate(result, masks=masks, boxes=boxes, labels=labels)
+            outputs.add(result, drawn)
+            if segment_writer is None:
+                segment = out_dir / f"segment-{(outputs.frames - 1) // per_segment:05d}.ts"
+                segment_writer = VideoWriter(segment, fps, container_format="mpegts", codec="libx264")
+            segment_writer.write(drawn)
+
         try:
-            with VideoOutputs(video_path, json_path, head, fps) as outputs:
+            with VideoOutputs(video_path, json_path, head, fps) as outputs, FrameWorker() as worker:
                 for result in detect_frames(predictor, reader, every=every, score_threshold=float(score_threshold),
                                             track=track):
                     if result.frame.timestamp > MAX_DURATION_S:
                         raise DetDemoError(f"'{path.name}' runs past {MAX_DURATION_S:.0f} s; this page takes clips "
                                            f"up to {MAX_DURATION_S:.0f} s")
                     catalogue.count_model_call()
-                    drawn = annotate(result, masks=masks, boxes=boxes, labels=labels)
-                    outputs.add(result, drawn)
-                    if segment_writer is None:
-                        segment = out_dir / f"segment-{frames // per_segment:05d}.ts"
-                        segment_writer = VideoWriter(segment, fps, container_format="mpegts", codec="libx264")
-                    segment_writer.write(drawn)
+                    worker.submit(lambda r=result: draw_and_write(r))
                     frames += 1
                     rate = meter.tick()
                     if frames % per_segment == 0:
+                        worker.drain()
                         yield VideoUpdate(close_segment(), status(rate))
+                worker.drain()
                 outputs.finish(**output_tail(reader, outputs.frames))
                 last = close_segment() if segment_writer is not None else None
         finally:

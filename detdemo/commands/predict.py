@@ -99,6 +99,7 @@ def predict_video(predictor, path: Path, out: Path, args) -> dict:
     from tqdm import tqdm
 
     from detdemo.inference.video import (
+        FrameWorker,
         VideoOutputs,
         VideoReader,
         annotate,
@@ -121,10 +122,11 @@ def predict_video(predictor, path: Path, out: Path, args) -> dict:
         head = output_head(info, predictor, every=args.every, score_threshold=args.score_threshold, track=args.track)
         try:
             with VideoOutputs(video_out, json_out, head, output_fps(info, args.every)) as outputs:
-                for result in detect_frames(predictor, reader, every=args.every,
-                                            score_threshold=args.score_threshold, track=args.track):
-                    outputs.add(result, annotate(result, masks=not args.no_masks))
-                    bar.update(1)
+                with FrameWorker() as worker:  # frame i is drawn and encoded while the model runs on frame i+1
+                    for result in detect_frames(predictor, reader, every=args.every,
+                                                score_threshold=args.score_threshold, track=args.track):
+                        worker.submit(lambda r=result: (outputs.add(r, annotate(r, masks=not args.no_masks)),
+                                                        bar.update(1)))
                 outputs.finish(**output_tail(reader, outputs.frames))
         finally:
             bar.close()

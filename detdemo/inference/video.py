@@ -378,6 +378,43 @@ class VideoOutputs:
         self._stack.__exit__(*exc)
 
 
+class FrameWorker:
+    """Drawing, encoding and writing of finished frames on one background thread, in order, while the model runs
+    on the next frame (numpy, torch, FFmpeg and ONNX Runtime release the GIL, so the two overlap on two cores).
+    At most ``depth`` frames wait, so memory stays bounded; a job's error is raised by the next ``submit`` or by
+    ``drain``. Use as a context manager: leaving waits for the queued jobs (or, on an error, drops them)."""
+
+    def __init__(self, depth: int = 2) -> None:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.depth = depth
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detdemo-video")
+        self._pending: deque = deque()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._pending.append(self._pool.submit(job))
+        while len(self._pending) > self.depth or (self._pending and self._pending[0].done()):
+            self._pending.popleft().result()
+
+    def drain(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
+    def __enter__(self) -> FrameWorker:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            if exc_type is None:
+                self.drain()
+            else:
+                for future in self._pending:
+                    future.cancel()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
 def output_head(info: VideoInfo, predictor, *, every: int, score_threshold: float, track: bool) -> dict:
     """The JSON's leading keys: what was run on what."""
     return {"video": info.path.name, "width": info.width, "height": info.height, "fps": float(info.fps),
