@@ -18,6 +18,7 @@ from typing import Any
 
 TEMP_SUFFIX = ".tmp"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")  # preferred first
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp")
 
 
 def _umask() -> int:
@@ -70,6 +71,34 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
     return write_text(path, json.dumps(data, indent=indent) + "\n")
+
+
+class JsonArrayStream:
+    """One JSON object whose ``key`` array is written an item at a time (see ``json_array_stream``)."""
+
+    def __init__(self, file, key: str) -> None:
+        self._file, self._key, self._count = file, key, 0
+        self.tail: dict[str, Any] = {}  # keys written after the array, when the stream closes
+
+    def append(self, item: Any) -> None:
+        self._file.write(("\n" if self._count == 0 else ",\n") + json.dumps(item))
+        self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+
+@contextlib.contextmanager
+def json_array_stream(path: str | Path, head: dict[str, Any], key: str) -> Iterator[JsonArrayStream]:
+    """``{**head, key: [items...], **tail}`` written as the items come, so a long video's per-frame records are
+    never all held in memory; the file appears (atomically) only when the block ends without an error."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        opening = json.dumps(head, indent=1)[:-1].rstrip()
+        f.write(opening + ("," if head else "") + f"\n {json.dumps(key)}: [")
+        stream = JsonArrayStream(f, key)
+        yield stream
+        f.write("\n ]" + "".join(f",\n {json.dumps(k)}: {json.dumps(v)}" for k, v in stream.tail.items()) + "\n}\n")
+        f.flush()
 
 
 def write_torch(path: str | Path, obj: Any) -> Path:

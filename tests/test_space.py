@@ -72,3 +72,12 @@ def test_missing_shared_data_fails_in_ci_and_skips_elsewhere(monkeypatch, tmp_pa
     monkeypatch.setenv("CI", "")
     with pytest.raises(pytest.skip.Exception):
         conftest.shared("coco128")
+
+
+def test_the_space_installs_ffmpeg_for_the_streaming_video_output():
+    from detdemo.hub.space import SYSTEM_PACKAGES
+
+    # Gradio's streaming video output (the Video tab) runs the ffmpeg/ffprobe programs; a Space apt-installs
+    # packages.txt; published Spaces get the same file (detdemo.hub.space.stage_space)
+    assert "ffmpeg" in SYSTEM_PACKAGES
+    assert (REPO / "packages.txt").read_text().split() == list(SYSTEM_PACKAGES)

@@ -106,6 +106,54 @@ def _coco_file(result: PredictResult, raw: Raw, session: str) -> str | None:
     return str(write_json(_session_dir(session) / "detections.coco.json", entries, indent=None))
 
 
+def video_tab(catalogue: Catalogue, model, backend, threshold, boxes, masks, labels, concurrency_limit: int) -> None:
+    """The Video tab (inside ``build_demo``'s tabs): a clip in, annotated segments streamed back while the rest is
+    processed (``app.video.stream_video``), frames per second, then the annotated MP4 and its JSON to download.
+    Stop cancels the run, which frees the model (the event shares the "model" concurrency id)."""
+    from detdemo.app.video import LIMITS_TEXT, stream_video
+
+    gr.Markdown("Upload a clip: annotated frames stream back while the rest is still processed, then the annotated "
+                f"video and its per-frame detections (JSON) can be downloaded. **Limits:** {LIMITS_TEXT}")
+    with gr.Row():
+        with gr.Column():
+            clip = gr.Video(sources=["upload"], label="Clip", format=None, include_audio=True, elem_id="video-in")
+            with gr.Row():
+                track = gr.Checkbox(False, label="Track ids (ByteTrack)", elem_id="video-track")
+                every = gr.Slider(1, 10, value=1, step=1, label="Every N-th frame", elem_id="video-every")
+            with gr.Row():
+                start = gr.Button("Detect on video", variant="primary", elem_id="video-run")
+                stop = gr.Button("Stop", variant="stop", elem_id="video-stop")
+        with gr.Column():
+            stream = gr.Video(streaming=True, autoplay=True, label="Detections", interactive=False,
+                              elem_id="video-out")
+            status = gr.Markdown(elem_id="video-status")
+            with gr.Row():
+                video_file = gr.DownloadButton("Download annotated video", visible=False, elem_id="video-download")
+                json_file = gr.DownloadButton("Download detections (JSON)", visible=False, elem_id="video-json")
+
+    def run(path, model_name, backend_name, score_threshold, show_boxes, show_masks, show_labels, tracking, step,
+            request: gr.Request = None):
+        key = getattr(request, "session_hash", None) or "api"
+        hidden = gr.DownloadButton(visible=False)
+        yield None, "Starting…", hidden, hidden
+        try:
+            for update in stream_video(catalogue, path, model_name, backend_name, score_threshold=score_threshold,
+                                       track=tracking, every=int(step), masks=show_masks, boxes=show_boxes,
+                                       labels=show_labels, out_dir=_session_dir(key) / "video"):
+                if update.done:
+                    yield (gr.skip(), update.status, gr.DownloadButton(value=update.video, visible=True),
+                           gr.DownloadButton(value=update.json, visible=True))
+                else:
+                    yield update.segment or gr.skip(), update.status, gr.skip(), gr.skip()
+        except DetDemoError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+
+    event = start.click(run, [clip, model, backend, threshold, boxes, masks, labels, track, every],
+                        [stream, status, video_file, json_file], concurrency_limit=concurrency_limit,
+                        concurrency_id="model", **PRIVATE)
+    stop.click(None, None, None, cancels=[event], **PRIVATE)
+
+
 def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurrency_limit: int = 1) -> gr.Blocks:
     first = catalogue.names[0]
     choices, info = _backend_choices(catalogue, first)
@@ -266,6 +314,8 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
                         camera_out = gr.Image(type="pil", format="jpeg", label="Detections", interactive=False,
                                               elem_id="camera-detections")
                     fps = gr.Markdown(elem_id="fps")
+                with gr.Tab("Video", id="video-tab"):
+                    video_tab(catalogue, model, backend, threshold, boxes, masks, labels, concurrency_limit)
                 with gr.Tab("Compare backends", id="compare-tab"):
                     gr.Markdown("PyTorch and the chosen exported backend on the uploaded image, matched by the "
                                 "parity checker: agreed detections in class colours, **red** only in the exported "

@@ -31,6 +31,28 @@ def load_from_args(args: argparse.Namespace):
     return predictor
 
 
+def list_inputs(path) -> tuple[list, list]:
+    """``(images, videos)``: a file (a video by its extension, anything else read as an image), or the images and
+    videos in a folder (by extension), each sorted; DataError when there are none."""
+    from pathlib import Path
+
+    from detdemo.errors import DataError
+    from detdemo.fileio import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+    path = Path(path)
+    if path.is_file():
+        return ([], [path]) if path.suffix.lower() in VIDEO_EXTENSIONS else ([path], [])
+    if not path.is_dir():
+        raise DataError(f"{path}: input not found")
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    videos = [p for p in files if p.suffix.lower() in VIDEO_EXTENSIONS]
+    if not images and not videos:
+        raise DataError(f"{path}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) or videos "
+                        f"({', '.join(sorted(VIDEO_EXTENSIONS))}) in this folder")
+    return images, videos
+
+
 def list_images(path):
     """An image file, or the images in a folder (by extension), sorted; DataError when there are none."""
     from detdemo.fileio import list_images as _list

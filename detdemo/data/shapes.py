@@ -175,3 +175,43 @@ def generate_shapes(out: str | Path, train: int, val: int, seed: int = 0, cfg: S
         if count:
             write_split(out, split, count, seed, cfg, progress)
     return out
+
+
+def write_shapes_clip(path: str | Path, *, width: int = 160, height: int = 120, frames: int = 24, fps: int = 10,
+                      rotation: int = 0, seed: int = 0) -> list[list[tuple[str, tuple[float, ...]]]]:
+    """A short clip of a circle, a square and a triangle gliding across a textured background: what the tests and
+    the video benchmark run the bundled shapes model on. ``rotation`` (degrees counter-clockwise) is stored as the
+    stream's display matrix, as phones do, while the frames themselves stay ``width`` x ``height``. Returns each
+    frame's true ``(class name, XYXY box)`` in the stored (unrotated) frame's pixels."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    background = _background(rng, height, width)
+    radius = 0.16 * min(width, height)
+    starts = [(0.15 * width, 0.28 * height), (0.2 * width, 0.72 * height), (0.6 * width, 0.28 * height)]
+    step = 0.25 * width / max(1, frames - 1)  # each shape travels a quarter of the frame, none leaves it
+    truth: list[list[tuple[str, tuple[float, ...]]]] = []
+    colours = [(230, 60, 50), (40, 90, 220), (250, 210, 40)]
+    shades = [rng.uniform(0.8, 1.2) + 0.15 * rng.normal(size=(height, width, 1)) for _ in colours]  # as in training
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for i in range(frames):
+            img = background.copy()
+            truth.append([])
+            for k, (name, (x, y)) in enumerate(zip(DEFAULT_CLASSES, starts)):
+                outline = [(x + step * i + radius * u, y + radius * v) for u, v in SHAPES[name](0.3)]
+                canvas = Image.new("L", (width, height), 0)
+                ImageDraw.Draw(canvas).polygon(outline, fill=1)
+                mask = np.asarray(canvas, dtype=bool)
+                ys, xs = np.nonzero(mask)
+                truth[-1].append((name, (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))))
+                img[mask] = (np.asarray(colours[k]) * shades[k])[mask]
+            frame = (img + rng.normal(0, 4, size=img.shape)).clip(0, 255).astype(np.uint8)  # sensor noise
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return truth

@@ -42,10 +42,12 @@ def draw_detections(
     mask_alpha: float = 0.45,
     matched: np.ndarray | None = None,
     unmatched_colour: tuple[int, int, int] = (255, 0, 0),
+    track_ids: np.ndarray | None = None,
 ) -> torch.Tensor:
     """``image`` uint8 CHW; returns a new uint8 CHW image. Colours come from the class label (``class_colour``), so
     they are the same on every backend and every frame. ``matched`` (bool per detection), when given, draws
-    unmatched detections in ``unmatched_colour`` (the app's compare view)."""
+    unmatched detections in ``unmatched_colour`` (the app's compare view). ``track_ids`` (int per detection, -1 for
+    a detection no track holds yet), when given, puts ``#id`` beside each tracked detection's label."""
     out = image
     n = len(det)
     if n == 0:
@@ -56,6 +58,8 @@ def draw_detections(
         out = _blend_masks(out, det, colours, mask_alpha)
     if boxes or labels:
         names = [f"{name}: {s:.2f}" for name, s in zip(det.names(), det.scores.tolist())]
+        if track_ids is not None:
+            names = [f"#{t} {text}" if t >= 0 else text for t, text in zip(track_ids.tolist(), names)]
         width = max(1, round(max(image.shape[1:]) / 300))
         font = label_font()
         font_size = max(10, round(max(image.shape[1:]) / 45)) if font else None
@@ -68,13 +72,24 @@ def draw_detections(
 
 
 def _blend_masks(image: torch.Tensor, det: Detections, colours: list, alpha: float) -> torch.Tensor:
-    """What ``draw_segmentation_masks`` draws (each mask coloured in turn, later ones on top, blended once), with one
-    mask pasted at a time: a 6000x4000 photo with many detections never holds them all."""
-    coloured = image.clone()
+    """What ``draw_segmentation_masks`` draws (each mask coloured in turn, later ones on top, blended once, in
+    float32), with one mask pasted at a time: a 6000x4000 photo with many detections never holds them all.
+
+    Only the pixels under a mask are blended (torchvision blends the whole image, where unmasked pixels come out
+    unchanged or, by float rounding, one level darker), and in numpy: on a 640x480 video frame torchvision's
+    whole-image blend in torch's thread pool took most of the frame's drawing time on a busy 2-core CPU."""
+    arr = image.permute(1, 2, 0).numpy()
+    coloured = arr.copy()
+    covered = np.zeros(arr.shape[:2], dtype=bool)
     for i, colour in enumerate(colours):
-        mask = torch.from_numpy(det.mask(i))
-        coloured[:, mask] = torch.tensor(colour, dtype=image.dtype)[:, None]
-    return (image.float() * (1 - alpha) + coloured.float() * alpha).to(image.dtype)
+        mask = det.mask(i)
+        coloured[mask] = colour
+        covered |= mask
+    out = arr.copy()
+    a = np.float32(alpha)
+    out[covered] = (arr[covered].astype(np.float32) * (np.float32(1) - a)
+                    + coloured[covered].astype(np.float32) * a).astype(image.numpy().dtype)
+    return torch.from_numpy(out).permute(2, 0, 1)
 
 
 def image_to_tensor(image) -> torch.Tensor:

@@ -23,6 +23,9 @@ VENDORED = ("detdemo", "export")  # the project's packages, copied as source
 CPU_BUILDS = {"onnxruntime-gpu": "onnxruntime"}  # a CPU Space installs the CPU wheel of these
 UNPINNED = {"onnxruntime"}  # published separately from the GPU build we run: its own latest release
 EXAMPLES = "examples"
+# Debian packages a Space installs from packages.txt: Gradio's streaming video output (the Video tab) muxes its
+# segments with the ffmpeg and ffprobe programs; PyAV's own FFmpeg is a library and does not provide them.
+SYSTEM_PACKAGES = ("ffmpeg",)
 
 
 def requirements() -> list[str]:
@@ -99,6 +102,7 @@ def stage_space(folder: str | Path, facts: ModelFacts, revision: str, examples: 
                "# Installed by the Space before app.py runs. torch comes from PyPI; PyTorch's CPU wheel index\n"
                "# (--extra-index-url .../whl/cpu) makes a smaller image where it can be reached.\n"
                + "\n".join(requirements()) + "\n")
+    write_text(folder / "packages.txt", "\n".join(SYSTEM_PACKAGES) + "\n")
     name = facts.repo_id.split("/")[-1]
     write_text(folder / "README.md", front_matter(facts, name) + f"""
 # {name}
