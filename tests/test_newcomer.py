@@ -56,9 +56,8 @@ def test_cached_coco_weights_make_the_coco_model_the_page_default(tmp_path, monk
     import torch
     from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
 
-    from detdemo.models.weights import cache_path
-
     from detdemo.app import coco
+    from detdemo.models.weights import cache_path
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(coco, "can_download", lambda url: pytest.fail("cached weights need no download check"))
@@ -182,15 +181,76 @@ def test_torchscript_quiet_hides_only_those_messages_and_only_inside():
     from export.quiet import torchscript_quiet
 
     before = list(warnings.filters)
+    rcnn = "RCNN always returns a (Losses, Detections) tuple in scripting"
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         with torchscript_quiet():
-            warnings.warn("`torch.jit.load` is deprecated. Please switch to `torch.export`.", FutureWarning)
-            warnings.warn("RCNN always returns a (Losses, Detections) tuple in scripting", UserWarning)
-            warnings.warn("`torch.jit.load` is not supported in Python 3.14+ and may break.", FutureWarning)
-            warnings.warn("something else is deprecated. Please switch to X", FutureWarning)
-        warnings.warn("RCNN always returns a (Losses, Detections) tuple in scripting", UserWarning)
+            for message, category in (("`torch.jit.load` is deprecated. Please switch to X.", FutureWarning),
+                                      (rcnn, UserWarning),
+                                      ("`torch.jit.load` is not supported in Python 3.14+ and may break.",
+                                       FutureWarning),
+                                      ("something else is deprecated. Please switch to X", FutureWarning)):
+                warnings.warn(message, category, stacklevel=1)
+        warnings.warn(rcnn, UserWarning, stacklevel=1)
     assert [str(w.message)[:24] for w in records] == ["`torch.jit.load` is not ", "something else is deprec",
                                                        "RCNN always returns a (L"]
     assert warnings.filters == before
 
+
+
+# --- the VOC split data info reports -----------------------------------------------------------------------------
+
+
+def _tiny_voc(root, n: int = 6):
+    """n images with one object each, VOC layout, no split files yet."""
+    (root / "Annotations").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    for i in range(n):
+        Image.new("RGB", (40, 30), (20 * i, 80, 120)).save(root / "JPEGImages" / f"img{i}.jpg")
+        name = "cell" if i % 2 else "blob"
+        (root / "Annotations" / f"img{i}.xml").write_text(
+            f"<annotation><filename>img{i}.jpg</filename><size><width>40</width><height>30</height></size>"
+            f"<object><name>{name}</name><bndbox><xmin>2</xmin><ymin>3</ymin><xmax>20</xmax><ymax>25</ymax>"
+            "</bndbox></object></annotation>")
+    return root
+
+
+def _ids(ds) -> list[str]:
+    return [r.path.stem for r in ds.records]
+
+
+def test_voc_with_only_a_val_list_trains_on_every_other_image_and_info_says_so(tmp_path, capsys):
+    from detdemo.cli import main
+    from detdemo.data import open_dataset
+
+    root = _tiny_voc(tmp_path / "voc")
+    seeded = set(_ids(open_dataset(root, "train")))  # no split files: the seeded hold-out, as before
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "ImageSets" / "Main" / "val.txt").write_text("img0\nimg3\n")
+    val, train = open_dataset(root, "val"), open_dataset(root, "train")
+    assert _ids(val) == ["img0", "img3"] and val.split_source == "ImageSets/Main/val.txt"
+    assert sorted(_ids(train)) == ["img1", "img2", "img4", "img5"]  # never a seeded split overlapping val.txt
+    assert train.split_source == "all images not in ImageSets/Main/val.txt"
+    assert seeded & {"img0", "img3"}, "the seeded hold-out would have trained on listed val images"
+    assert main(["data", "info", "--data", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "split train: 4 images, 4 objects, masks: no (all images not in ImageSets/Main/val.txt)" in out
+    assert "split val: 2 images, 2 objects, masks: no (ImageSets/Main/val.txt)" in out
+    assert main(["data", "info", "--data", str(root), "--split", "val"]) == 0
+    assert "split train" not in capsys.readouterr().out
+
+
+def test_voc_with_only_a_train_list_evaluates_on_the_rest(tmp_path, capsys):
+    from detdemo.cli import main
+    from detdemo.data import open_dataset
+    from detdemo.errors import DataError
+
+    root = _tiny_voc(tmp_path / "voc")
+    assert main(["data", "info", "--data", str(root)]) == 0
+    assert "seeded hold-out of all images: 80% train / 20% val, seed 0" in capsys.readouterr().out
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "ImageSets" / "Main" / "train.txt").write_text("img0\nimg1\nimg2\nimg3\nimg4\n")
+    assert _ids(open_dataset(root, "val")) == ["img5"]
+    (root / "ImageSets" / "Main" / "train.txt").write_text("".join(f"img{i}\n" for i in range(6)))
+    with pytest.raises(DataError, match="none is left for split 'val'.*val.txt"):
+        open_dataset(root, "val")
