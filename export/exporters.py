@@ -28,6 +28,7 @@ from detdemo.inference.pipeline import transform_spec
 from detdemo.models import ModelConfig, get_spec, model_from_checkpoint
 from export.formats import EAGER_FILE, FORMATS, MANIFEST, companions
 from export.metadata import build_metadata, dumps, stamp_onnx
+from export.quiet import torchscript_quiet
 from export.wrappers import OnnxDetector, ScriptableDetector, gather_merge_levels
 
 ONNX_OPSET = 17
@@ -47,7 +48,7 @@ def export_torchscript(model: torch.nn.Module, cfg: ModelConfig, path: Path, exp
                           f"{str(exc).splitlines()[0]})") from None
     meta = build_metadata(cfg, "torchscript", exporter="torch.jit.script", transform=transform_spec(model),
                           export_id=export_id)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, torchscript_quiet():
         torch.jit.save(scripted, str(tmp), _extra_files={"detdemo.json": dumps(meta)})
     return path
 

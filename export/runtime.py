@@ -35,6 +35,7 @@ from export.formats import (
     format_precision,
 )
 from export.manifest import member, read_manifest
+from export.quiet import torchscript_quiet
 
 TORCHSCRIPT_EXTRA = "detdemo.json"
 
@@ -139,7 +140,8 @@ class TorchScriptPredictor(HostPipeline):
         self.device = str(self._device)
         extra = {TORCHSCRIPT_EXTRA: ""}
         try:
-            self.module = torch.jit.load(str(path), map_location=self._device, _extra_files=extra)
+            with torchscript_quiet():
+                self.module = torch.jit.load(str(path), map_location=self._device, _extra_files=extra)
         except Exception as exc:  # noqa: BLE001
             raise DetDemoError(f"{path}: cannot load TorchScript file ({type(exc).__name__})") from None
         self.meta = json.loads(extra[TORCHSCRIPT_EXTRA] or "{}")
@@ -147,7 +149,9 @@ class TorchScriptPredictor(HostPipeline):
         self.precision = "fp32"
 
     def _run_graph(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {k: v.cpu() for k, v in self.module(x.to(self._device)).items()}
+        with torchscript_quiet():  # the scripted detector's first call warns about its (losses, detections) tuple
+            out = self.module(x.to(self._device))
+        return {k: v.cpu() for k, v in out.items()}
 
 
 def init_from_meta(predictor: HostPipeline, path: Path) -> None:

@@ -37,6 +37,10 @@ BUNDLED_MODEL_DIR = MODELS_DIR / "shapes"
 BUNDLED_MODEL_NAME = "shapes (bundled maskrcnn_light)"
 BCCD_MODEL_NAME = "blood cells, BCCD (bundled fasterrcnn_light)"
 BUNDLED_MODELS = [(BUNDLED_MODEL_DIR, BUNDLED_MODEL_NAME), (MODELS_DIR / "bccd", BCCD_MODEL_NAME)]
+BUNDLED_SUITS = {  # what each bundled model was trained on: all it can recognise
+    BUNDLED_MODEL_NAME: "synthetic images of circles, squares and triangles",
+    BCCD_MODEL_NAME: "blood-smear microscope images (red and white blood cells, platelets)",
+}
 EXAMPLES_DIR = "examples"  # a model folder's own example images
 
 
@@ -52,6 +56,10 @@ class ModelEntry:
     checked: dict[str, str] = field(default_factory=dict)  # backend choice -> its parity check on the examples
     background: threading.Thread | None = None  # work started on first use (the COCO model's export)
     folder: Path | None = None  # where the model's own files are: its evaluation pictures and reports (Model tab)
+    masks: bool | None = None  # whether the model segments, from its recorded architecture (None: not recorded)
+    class_names: list[str] | None = None  # known without loading the model (the COCO model's 80 classes)
+    suits: str = ""  # the images this model is for, in a visitor's words (the page's guide)
+    available: bool = True  # False: offered, but it cannot load here (the COCO model, offline and not cached)
 
     @property
     def backends(self) -> list[str]:
@@ -67,13 +75,29 @@ class ModelEntry:
         return f"{BACKEND_LABELS[choice]}{precision} (ΔAP {deltas})"
 
 
-def _describe(folder: Path) -> str:
-    """One line for the page: architecture, classes, and the recorded val AP when the checkpoint has one."""
+def _recorded(folder: Path) -> dict:
+    """What the folder's export manifest records (architecture, classes, metrics); {} when it has none."""
     manifest = folder / MANIFEST
-    info = {}
     if manifest.is_file():
         with contextlib.suppress(OSError, ValueError):
-            info = json.loads(manifest.read_text())
+            return json.loads(manifest.read_text())
+    return {}
+
+
+def segments(arch: str | None) -> bool | None:
+    """Whether an architecture returns masks (None: not recorded, or not one detdemo knows)."""
+    from detdemo.models import get_spec
+
+    if not arch:
+        return None
+    try:
+        return get_spec(arch).masks
+    except DetDemoError:
+        return None
+
+
+def _describe(info: dict) -> str:
+    """One line for the page: architecture, classes, and the recorded val AP when the checkpoint has one."""
     metrics = info.get("metrics") or {}
     parts = []
     if info.get("arch"):
@@ -149,8 +173,9 @@ def entry_from_path(path: str | Path, name: str | None = None, *, backend: str |
             fmt = format_of_choice(choice)
             missing[choice] = f"no {FORMATS[fmt].file if fmt in FORMATS else 'model.pt'} in {folder.name or folder}"
     shown = _examples(Path(examples) if examples else folder / EXAMPLES_DIR)
-    return ModelEntry(name or path.name, files, missing, _describe(folder), verified=verified, examples=shown,
-                      folder=folder)
+    info = _recorded(folder)
+    return ModelEntry(name or path.name, files, missing, _describe(info), verified=verified, examples=shown,
+                      masks=segments(info.get("arch")), folder=folder)
 
 
 def public(message: str) -> str:
@@ -163,11 +188,14 @@ def public(message: str) -> str:
 class Catalogue:
     """Model entries by name, and one predictor per (model, backend), loaded on first use under a lock."""
 
-    def __init__(self, entries: list[ModelEntry], device: str = "auto") -> None:
+    def __init__(self, entries: list[ModelEntry], device: str = "auto", default: str | None = None,
+                 guide: str = "") -> None:
         if not entries:
             raise DetDemoError("no models to serve")
         self.device = device
         self.entries = {e.name: e for e in entries}
+        self.default = default if default in self.entries else entries[0].name  # the page's model at start
+        self.guide = guide  # Markdown for the page: which model suits which images (``lineup.guide``)
         self._predictors: dict[tuple[str, str], object] = {}
         self._failures: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
@@ -182,6 +210,20 @@ class Catalogue:
     @property
     def names(self) -> list[str]:
         return list(self.entries)
+
+    def class_names(self, name: str) -> list[str]:
+        """The model's classes: recorded on the entry, or from its predictor (loaded now; [] if it cannot load)."""
+        entry = self.entry(name)
+        if entry.class_names is not None:
+            return list(entry.class_names)
+        try:
+            return list(self.predictor(name, entry.backends[0]).class_names)
+        except DetDemoError:
+            return []
+
+    def has_masks(self, name: str) -> bool:
+        """Whether the page offers the Masks toggle: yes unless the recorded architecture is box-only."""
+        return self.entry(name).masks is not False
 
     def entry(self, name: str) -> ModelEntry:
         if name not in self.entries:

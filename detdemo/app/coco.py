@@ -22,7 +22,9 @@ from export.formats import DEFAULT_FORMATS, EAGER_CHOICE, MANIFEST, format_of_ch
 
 COCO_MODEL_NAME = "COCO Mask R-CNN R50-FPN (torchvision)"
 COCO_ARCH = "maskrcnn_resnet50_fpn"
+COCO_SUITS = "everyday photos: people, animals, vehicles, furniture, food (COCO's 80 classes)"
 DOWNLOAD_TIMEOUT_S = 20.0
+PROBE_TIMEOUT_S = 1.5  # the start-up check that the weights could be downloaded: one TCP connection, no more
 
 
 @contextlib.contextmanager
@@ -34,6 +36,40 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         yield
     finally:
         socket.setdefaulttimeout(old)
+
+
+def can_download(url: str) -> bool:
+    """Whether the weights at ``url`` could be downloaded now, cheaply enough for every start: one TCP connection to
+    the host torch.hub downloads from (a short timeout; nothing is requested). ``HF_HUB_OFFLINE=1`` means offline
+    without trying; a configured HTTPS proxy counts as online (torch.hub's urllib goes through it)."""
+    import os
+    import urllib.parse
+    import urllib.request
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    if urllib.request.getproxies().get("https"):
+        return True
+    host = urllib.parse.urlparse(url).hostname
+    if not host:
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S).close()
+    except OSError:
+        return False
+    return True
+
+
+def unavailable_note() -> str:
+    """What the page says when the COCO model can be neither read from the cache nor downloaded."""
+    from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
+
+    from detdemo.models.weights import cache_path
+
+    name = cache_path(MaskRCNN_ResNet50_FPN_Weights.DEFAULT).name
+    return (f"**Offline:** torchvision's COCO model is not in the torch cache and cannot be downloaded from here. To "
+            f"add it, download `{name}` on a machine that is online, put it in `$TORCH_HOME/hub/checkpoints/` "
+            "(default `~/.cache/torch/hub/checkpoints/`) and restart.")
 
 
 def export_folder(weights_file: Path) -> Path:
@@ -106,15 +142,18 @@ def coco_entry() -> ModelEntry:
     weights = MaskRCNN_ResNet50_FPN_Weights.DEFAULT
     target = cache_path(weights)
     classes = list(weights.meta["categories"][1:])
-    state = "in the torch cache" if target.is_file() else "not downloaded yet: downloads on first use (~170 MB)"
+    cached_weights = target.is_file()
+    state = "in the torch cache" if cached_weights else "not downloaded yet: downloads on first use (~170 MB)"
     # The page names the file, never the server's folders (the log has the full path for the operator).
     description = f"80 COCO classes; weights {state} ({target.name})"
     folder = export_folder(target)
-    if target.is_file() and (folder / MANIFEST).is_file():
+    if cached_weights and (folder / MANIFEST).is_file():
         cached = _checked_entry(folder, description)
         if cached is not None:
+            cached.available, cached.suits, cached.class_names = True, COCO_SUITS, classes
             return cached
-    entry = ModelEntry(COCO_MODEL_NAME, {}, {}, description)
+    entry = ModelEntry(COCO_MODEL_NAME, {}, {}, description, masks=True, class_names=classes, suits=COCO_SUITS,
+                       available=cached_weights or can_download(weights.url))
     reason = "exported to TorchScript and ONNX, and checked, after its first use in PyTorch (select it again then)"
     entry.missing = {c: reason for c in CHOICES if c != EAGER_CHOICE}
 

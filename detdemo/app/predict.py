@@ -27,7 +27,8 @@ from detdemo.inference.detections import Detections
 # Larger uploads are scaled down before inference: every detector here resizes to at most 1333 px anyway, and
 # full-resolution masks of a 24-Mpx photo would need gigabytes (N x H x W floats). Boxes are mapped back.
 MAX_INFERENCE_SIDE = 1600
-TABLE_COLUMNS = ["#", "label", "score", "x1", "y1", "x2", "y2", "mask px"]
+MASK_COLUMN = "mask px"
+TABLE_COLUMNS = ["#", "label", "score", "x1", "y1", "x2", "y2", MASK_COLUMN]  # a box-only model's table: no mask px
 TIMING_COLUMNS = ["stage", "ms"]
 
 
@@ -75,12 +76,18 @@ class Raw:
 @dataclass
 class PredictResult:
     image: Image.Image  # annotated, at inference size
-    rows: list[list]  # TABLE_COLUMNS; boxes in the uploaded image's pixels
+    rows: list[list]  # ``columns``; boxes in the uploaded image's pixels
     timings: list[list]  # TIMING_COLUMNS
     summary: str
     scale: float = 1.0  # inference size / uploaded size
     shown: Detections | None = None  # the detections drawn (after threshold and class filter)
     extras: dict = field(default_factory=dict)
+    columns: list[str] = field(default_factory=lambda: list(TABLE_COLUMNS))  # the rows' headers
+
+    @property
+    def table(self) -> dict:
+        """The table as Gradio's Dataframe takes it, headers included (a box-only model's has no mask column)."""
+        return {"headers": self.columns, "data": self.rows}
 
 
 def _decode(path) -> Image.Image:
@@ -106,14 +113,19 @@ def _scale_down(image: Image.Image) -> tuple[Image.Image, float]:
     return image.resize(size, Image.Resampling.BILINEAR), scale
 
 
+def table_columns(masks: bool) -> list[str]:
+    return TABLE_COLUMNS if masks else [c for c in TABLE_COLUMNS if c != MASK_COLUMN]
+
+
 def _rows(det: Detections, scale: float) -> list[list]:
+    """One row per detection; the mask area only when the model segments (``det.has_masks``)."""
     names = det.names()
     boxes = det.boxes / scale
     areas = det.mask_areas()
     if areas is not None:
         areas = areas / (scale * scale)
     return [[i + 1, names[i], round(float(det.scores[i]), 3), *[round(float(v), 1) for v in boxes[i]],
-             int(round(float(areas[i]))) if areas is not None else None] for i in range(len(det))]
+             *([int(round(float(areas[i])))] if areas is not None else [])] for i in range(len(det))]
 
 
 def _check_threshold(value: float) -> float:
@@ -167,7 +179,8 @@ def render(raw: Raw, view: View, *, redraw: bool = False) -> PredictResult:
                f"(image {width}x{height}{scaled}).")
     for note in raw.notes:  # e.g. ONNX Runtime asked for CUDA and got the CPU: never silent
         summary += f"\n\n**Note:** {note}"
-    return PredictResult(annotated, _rows(det, raw.scale), timings, summary, raw.scale, det)
+    return PredictResult(annotated, _rows(det, raw.scale), timings, summary, raw.scale, det,
+                         columns=table_columns(raw.det.has_masks))
 
 
 def run_prediction(catalogue: Catalogue, request: PredictRequest) -> PredictResult:

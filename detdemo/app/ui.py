@@ -23,7 +23,6 @@ from detdemo.app.catalogue import BACKEND_LABELS, Catalogue
 from detdemo.app.compare import COMPARE_COLUMNS, compare_backends
 from detdemo.app.model_tab import model_page, servable
 from detdemo.app.predict import (
-    TABLE_COLUMNS,
     TIMING_COLUMNS,
     PredictResult,
     Raw,
@@ -31,6 +30,7 @@ from detdemo.app.predict import (
     View,
     detect,
     render,
+    table_columns,
 )
 from detdemo.app.upload import ImageUpload
 from detdemo.app.webcam import FrameRate
@@ -155,18 +155,12 @@ def video_tab(catalogue: Catalogue, model, backend, threshold, boxes, masks, lab
 
 
 def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurrency_limit: int = 1) -> gr.Blocks:
-    first = catalogue.names[0]
+    first = catalogue.default
     choices, info = _backend_choices(catalogue, first)
     values = [c[1] for c in choices]
     backend_value = default_backend if default_backend in values else values[0]
     results = SessionResults(on_evict=_drop_session_files)
     rates: dict[str, FrameRate] = {}
-
-    def class_names(model: str) -> list[str]:
-        try:
-            return list(catalogue.predictor(model, catalogue.entry(model).backends[0]).class_names)
-        except DetDemoError:
-            return []
 
     def fail(exc: DetDemoError):
         raise gr.Error(str(exc), print_exception=False) from None
@@ -179,7 +173,7 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
         counts: dict[str, int] = {}
         for name in result.shown.names():
             counts[name] = counts.get(name, 0) + 1
-        return (_png(result.image, key), result.rows, result.timings, result.summary,
+        return (_png(result.image, key), result.table, result.timings, result.summary,
                 legend(raw.det.class_names, counts),
                 gr.DownloadButton(value=_coco_file(result, raw, key), visible=True))
 
@@ -191,7 +185,7 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
         except DetDemoError as exc:
             fail(exc)
         results.put(session(request), raw)
-        return _png(result.image, session(request)), result.rows, result.timings, result.summary
+        return _png(result.image, session(request)), result.table, result.timings, result.summary
 
     def live(image, model, backend, score_threshold, boxes, masks, labels, classes, request: gr.Request):
         """Upload, example, model or backend change: run the model, keep the raw result, draw the view."""
@@ -199,7 +193,7 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
         if image is None:
             results.drop(key)
             _drop_session_files(key)
-            return None, None, None, "", legend(class_names(model)), gr.DownloadButton(visible=False)
+            return None, None, None, "", legend(catalogue.class_names(model)), gr.DownloadButton(visible=False)
         try:
             raw = detect(catalogue, image, model, backend)
             result = render(raw, View(score_threshold, boxes, masks, labels, classes))
@@ -226,10 +220,12 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
         except DetDemoError as exc:
             fail(exc)
         new_values = [c[1] for c in new_choices]
-        names = class_names(model)
+        names = catalogue.class_names(model)
         samples = [[str(p)] for p in catalogue.entry(model).examples]
+        with_masks = catalogue.has_masks(model)  # a box-only model shows neither the toggle nor a mask column
         return (gr.Radio(choices=new_choices, value=new_values[0], interactive=len(new_values) > 1), new_info,
-                gr.CheckboxGroup(choices=names, value=names), legend(names), gr.Dataset(samples=samples))
+                gr.CheckboxGroup(choices=names, value=names), legend(names), gr.Dataset(samples=samples),
+                gr.Checkbox(visible=with_masks), {"headers": table_columns(with_masks), "data": []})
 
     def webcam(frame, model, backend, score_threshold, boxes, masks, labels, classes, request: gr.Request):
         """One camera frame through the chosen backend. Gradio runs one frame per session at a time
@@ -267,13 +263,16 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
             fail(exc)
         return page.figures, servable(page), page.reports
 
-    names = class_names(first)
+    names = catalogue.class_names(first)
+    with_masks = catalogue.has_masks(first)
     # Uploads and drawn results go to Gradio's cache: on a public Space they would fill the disk. Every hour, delete
     # files older than an hour.
     with gr.Blocks(title="detdemo", delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown("# detdemo\nDetect and segment objects with a fine-tuned torchvision model, in eager "
                     "PyTorch or its verified exports. Detections appear as soon as an image is uploaded; the "
                     "threshold and toggles redraw without running the model again.")
+        if catalogue.guide:
+            gr.Markdown(catalogue.guide, elem_id="guide")
         with gr.Row():
             with gr.Column():
                 model = gr.Dropdown(catalogue.names, value=first, label="Model")
@@ -282,7 +281,7 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
                 threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Score threshold")
                 with gr.Row():
                     boxes = gr.Checkbox(True, label="Boxes")
-                    masks = gr.Checkbox(True, label="Masks")
+                    masks = gr.Checkbox(True, label="Masks", visible=with_masks)
                     labels = gr.Checkbox(True, label="Labels")
                 classes = gr.CheckboxGroup(names, value=names, label="Classes shown", elem_id="classes")
             with gr.Column(scale=2):
@@ -302,7 +301,7 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
                             summary = gr.Markdown(elem_id="summary")
                             download = gr.DownloadButton("Download detections (COCO results JSON)", visible=False,
                                                          elem_id="download")
-                    table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False,
+                    table = gr.Dataframe(headers=table_columns(with_masks), interactive=False,
                                          label="Detections (boxes in the uploaded image's pixels)")
                     timings = gr.Dataframe(headers=TIMING_COLUMNS, label="Time per stage", interactive=False)
                 with gr.Tab("Webcam", id="webcam-tab"):
@@ -343,7 +342,8 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
         for control in (boxes, masks, labels, classes):
             control.change(redraw, view, shown_outputs, concurrency_limit=None, **PRIVATE)
         threshold.change(redraw, view, shown_outputs, concurrency_limit=None, trigger_mode="always_last", **PRIVATE)
-        model.change(select_model, [model], [backend, model_info, classes, legend_html, examples], **PRIVATE) \
+        model.change(select_model, [model], [backend, model_info, classes, legend_html, examples, masks, table],
+                     **PRIVATE) \
             .then(live, live_inputs, shown_outputs, **model_run)
         backend.input(live, live_inputs, shown_outputs, **model_run)
         camera.stream(webcam, [camera, model, backend, *view], [camera_out, fps], stream_every=WEBCAM_EVERY_S,

@@ -31,10 +31,12 @@ def add_parser(sub) -> None:
     f.add_argument("--md5", default=None, help="expected MD5 of the archive: refuse anything else")
     f.set_defaults(func=run_pennfudan)
 
-    i = dsub.add_parser("info", help="detect a dataset's layout and summarise a split")
+    i = dsub.add_parser("info", help="detect a dataset's layout and summarise the splits train and eval use")
     i.add_argument("--data", required=True)
     i.add_argument("--layout", default=None, choices=LAYOUTS)
-    i.add_argument("--split", default="train")
+    i.add_argument("--split", default=None, help="one split (default: train and val, as train and eval take them)")
+    i.add_argument("--val-fraction", type=float, default=0.2, help="hold-out for datasets without splits (as train)")
+    i.add_argument("--seed", type=int, default=0, help="the hold-out split's seed (as train)")
     i.set_defaults(func=run_info)
 
     c = dsub.add_parser("convert", help="write a dataset in another layout (COCO or YOLO), every split")
@@ -69,20 +71,29 @@ def run_pennfudan(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    """Every split the other commands will use (train's train and val, eval's val), each with where it comes
+    from, so that what ``info`` reports is what ``eval`` scores."""
     from detdemo.data import detect_layout, open_dataset
 
     layout, root = detect_layout(args.data)
-    ds = open_dataset(args.data, split=args.split, layout=args.layout)
-    counts: Counter = Counter()
-    objects = 0
-    for i in range(len(ds)):
-        labels = ds.load_target(i, *ds.get_height_and_width(i))["labels"].tolist()
-        counts.update(labels)
-        objects += len(labels)
     print(f"layout: {args.layout or layout} (root {root})")
-    print(f"split {args.split}: {len(ds)} images, {objects} objects, masks: {'yes' if ds.has_masks else 'no'}")
-    for label, name in enumerate(ds.class_names, start=1):
-        print(f"  {label:>3} {name}: {counts.get(label, 0)}")
+    splits = [args.split] if args.split else ["train", "val"]
+    counts: dict[str, Counter] = {}
+    names: list[str] = []
+    for split in splits:
+        ds = open_dataset(args.data, split=split, layout=args.layout, val_fraction=args.val_fraction, seed=args.seed)
+        counts[split] = Counter()
+        objects = 0
+        for i in range(len(ds)):
+            labels = ds.load_target(i, *ds.get_height_and_width(i))["labels"].tolist()
+            counts[split].update(ds.class_names[label - 1] for label in labels)
+            objects += len(labels)
+        names += [n for n in ds.class_names if n not in names]
+        print(f"split {split}: {len(ds)} images, {objects} objects, masks: {'yes' if ds.has_masks else 'no'} "
+              f"({ds.split_source or 'all images'})")
+    print(f"objects per class ({' / '.join(splits)}):")
+    for label, name in enumerate(names, start=1):
+        print(f"  {label:>3} {name}: {' / '.join(str(counts[s].get(name, 0)) for s in splits)}")
     return 0
 
 

@@ -132,6 +132,7 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     layout: str = "?"
     has_masks: bool = False
+    split_source: str = ""  # where open_dataset took this split from, for people: "ImageSets/Main/val.txt"
 
     def __init__(self, root: str | Path, transforms: Callable | None = None) -> None:
         self.root = Path(root)

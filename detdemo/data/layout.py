@@ -110,11 +110,15 @@ def open_dataset(
             json_file = jsons[0]
             ds: DetectionDataset = CocoDataset(json_file, transforms=transforms, classes=classes)
             return _subset(ds, split, val_fraction, seed)
-        return CocoDataset(json_file, transforms=transforms, classes=classes)
+        ds = CocoDataset(json_file, transforms=transforms, classes=classes)
+        ds.split_source = json_file.name if root.is_file() else str(json_file.relative_to(root))
+        return ds
     if layout == "voc":
-        split_file = root / "ImageSets" / "Main" / f"{split}.txt"
-        if split_file.exists():
-            return VOCDataset(root, split=split, transforms=transforms, classes=classes)
+        ids, source = voc_split_ids(root, split)
+        if ids is not None:
+            ds = VOCDataset(root, transforms=transforms, classes=classes, ids=ids)
+            ds.split_source = source
+            return ds
         return _subset(VOCDataset(root, transforms=transforms, classes=classes), split, val_fraction, seed)
     if layout == "yolo":
         return _open_yolo(root, split, transforms, classes, val_fraction, seed)
@@ -140,6 +144,32 @@ def _open_yolo(root: Path, split: str, transforms: Callable | None, classes: lis
     raise DataError(f"{yaml_path}: no {split!r} split (it has {', '.join(keys)})")
 
 
+VOC_SPLITS = Path("ImageSets") / "Main"
+VOC_COMPLEMENT = {"train": "val", "val": "train"}  # a split without its file: every image the other does not list
+
+
+def _listed_ids(split_file: Path) -> list[str]:
+    return [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+
+
+def voc_split_ids(root: Path, split: str) -> tuple[list[str] | None, str]:
+    """(image ids, where they come from) of a VOC split: its ``ImageSets/Main/<split>.txt``; without one, when the
+    other split is listed, every image that one does not list (a seeded hold-out would overlap it: training on
+    the images ``eval`` then scores); (None, "") when no split is listed (the seeded hold-out applies)."""
+    own = root / VOC_SPLITS / f"{split}.txt"
+    if own.is_file():
+        return _listed_ids(own), str(VOC_SPLITS / own.name)
+    other = root / VOC_SPLITS / f"{VOC_COMPLEMENT.get(split, '')}.txt"
+    if split not in VOC_COMPLEMENT or not other.is_file():
+        return None, ""
+    taken = set(_listed_ids(other))
+    ids = sorted(xml.stem for xml in (root / "Annotations").glob("*.xml") if xml.stem not in taken)
+    if not ids:
+        raise DataError(f"{other}: lists every image in {root / 'Annotations'}, so none is left for split "
+                        f"{split!r}; add {root / VOC_SPLITS / (split + '.txt')}")
+    return ids, f"all images not in {VOC_SPLITS / other.name}"
+
+
 def _subset(ds: DetectionDataset, split: str, val_fraction: float, seed: int) -> DetectionDataset:
     """Keep a held-out part in place, so the result is still a DetectionDataset with all its metadata."""
     if split == "all":
@@ -147,6 +177,8 @@ def _subset(ds: DetectionDataset, split: str, val_fraction: float, seed: int) ->
     if split not in ("train", "val"):
         raise DataError(f"{ds.root}: has no predefined splits; use 'train', 'val' or 'all', not {split!r}")
     keep = holdout_indices(len(ds), split, val_fraction, seed)
+    ds.split_source = (f"seeded hold-out of all images: {1 - val_fraction:.0%} train / {val_fraction:.0%} val, "
+                       f"seed {seed}")
     for attr in ("records", "annotations", "objects", "mask_paths"):
         if hasattr(ds, attr):
             values = getattr(ds, attr)
