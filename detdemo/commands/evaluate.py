@@ -15,10 +15,12 @@ from detdemo.engine.eval_pictures import DEFAULT_SCORE_THRESHOLD
 
 
 def add_parser(sub) -> None:
+    from detdemo.data.layout import LAYOUTS
+
     p = sub.add_parser("eval", help="COCO bbox (and segm) metrics of a model (any backend) on a dataset")
     add_model_options(p)
     p.add_argument("--data", required=True)
-    p.add_argument("--layout", choices=("coco", "voc", "pennfudan"))
+    p.add_argument("--layout", choices=LAYOUTS)
     p.add_argument("--split", default="val", help="train, val or all")
     p.add_argument("--val-fraction", type=float, default=0.2, help="hold-out for datasets without splits")
     p.add_argument("--seed", type=int, default=0, help="hold-out seed (use the training run's)")
