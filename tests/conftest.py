@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,19 @@ def shapes_dir(tmp_path_factory) -> Path:
     generate_shapes(out, train=8, val=4, seed=3, cfg=ShapesConfig(min_side=96, max_side=160, max_objects=4),
                     progress=False)
     return out
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """An empty torch cache and no network: the COCO model can neither be read nor downloaded."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    attempts = []
+
+    def no_network(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    return attempts

@@ -179,16 +179,8 @@ def test_catalogue_reads_every_kind_of_model_path(tmp_path):
         entry_from_path(tmp_path / "empty")
 
 
-def test_coco_model_offline_is_unavailable_not_a_crash(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    attempts = []
-
-    def no_network(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    monkeypatch.setattr(socket.socket, "connect", no_network)
+def test_coco_model_offline_is_unavailable_not_a_crash(offline):
+    attempts = offline
     entry = coco_entry()
     assert "downloads on first use" in entry.description and entry.backends == ["pytorch"]
     cat = Catalogue([entry])

@@ -36,22 +36,6 @@ def _handler(demo, name: str):
 # --- the page's default model ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def offline(tmp_path, monkeypatch):
-    """An empty torch cache and no network: the COCO model can neither be read nor downloaded."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    attempts = []
-
-    def no_network(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    return attempts
-
-
 def test_cached_coco_weights_make_the_coco_model_the_page_default(tmp_path, monkeypatch):
     import torch
     from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
