@@ -53,13 +53,6 @@ def list_inputs(path) -> tuple[list, list]:
     return images, videos
 
 
-def list_images(path):
-    """An image file, or the images in a folder (by extension), sorted; DataError when there are none."""
-    from detdemo.fileio import list_images as _list
-
-    return _list(path)
-
-
 def check_writable(path, what: str = "it") -> None:
     """``path`` can be written (its folder exists or can be made, and takes files): checked before minutes of
     work, so a run never ends in an error about where its output should go."""
