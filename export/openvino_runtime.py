@@ -54,4 +54,18 @@ class OpenVinoPredictor(HostPipeline):
 
     def _run_graph(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         result = self.request.infer({0: x.cpu().numpy()})
-        return {port.any_name: torch.from_numpy(value.copy()) for port, value in result.items()}
+        out = {port.any_name: torch.from_numpy(value.copy()) for port, value in result.items()}
+        return drop_phantom_rows(out)
+
+
+def drop_phantom_rows(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove detections labelled background (0), which the graph never returns: OpenVINO 2026.4's CPU plugin, on
+    a CPU without AVX-512 (AMD EPYC here), returns an empty detection list as one row of uninitialised memory
+    (label 0, denormal boxes, any score; measured on a blank image, where ONNX Runtime returns none). Dropping the
+    row cannot hide a broken export: a real detection it removed would be unmatched in the parity check."""
+    labels = out.get("labels")
+    if labels is None or labels.numel() == 0 or bool((labels >= 1).all()):
+        return out
+    keep = labels >= 1
+    n = len(labels)
+    return {k: (v[keep] if v.dim() and len(v) == n else v) for k, v in out.items()}

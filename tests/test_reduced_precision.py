@@ -74,8 +74,9 @@ def test_openvino_and_int8_agree_with_eager_within_the_reduced_precision_limit(v
     assert report["files"]["openvino"]["precision"] == expected
     for name in ("openvino", "onnx-int8", "openvino-int8"):
         f = report["files"][name]
-        assert f["limit"] == 0.01 and f["passed"], (name, f["delta"])
-        assert all(abs(d) <= 0.01 for k, d in f["delta"].items() if k.endswith("_AP"))
+        limit = 0.01 if f["precision"] in ("bf16", "int8") else 0.002  # OpenVINO runs fp32 on a CPU without bf16
+        assert f["limit"] == limit and f["passed"], (name, f["delta"])
+        assert all(abs(d) <= limit for k, d in f["delta"].items() if k.endswith("_AP"))
     manifest = json.loads((verified / "export.json").read_text())
     assert manifest["verified"]["openvino"]["passed"] and "dsegm_AP" in manifest["verified"]["onnx-int8"]
     entry = entry_from_path(verified)  # verified: now offered, with its measured delta beside its name
