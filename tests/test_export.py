@@ -25,6 +25,16 @@ from export.runtime import OnnxPredictor, TorchScriptPredictor, load_predictor
 from tests.conftest import shared
 
 ALL = [s.name for s in list_models()]
+NO_AVX512 = "avx512f" not in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
+# Known open defect, not a tolerance: on an AMD EPYC without AVX-512 (torch 2.14.1, onnxruntime 1.31.1) the briefly
+# trained Keypoint R-CNN's ONNX keypoints for one low-score detection whose box ends 0.14 px above the image's bottom
+# edge differ by up to 23.4 px (heatmap logits by up to 0.17) for a 2e-4 px box difference; the same test fails at
+# commit dcbb9d1 on that machine and passed on the Intel machines before. Suspected: RoIAlign's border cut-off
+# (a sample just below or past the feature map's edge), not yet proven; it stays listed as failing there.
+KEYPOINT_ON_NO_AVX512 = pytest.mark.xfail(NO_AVX512, strict=False,
+                                          reason="keypoints of a border-touching detection diverge on CPUs "
+                                                 "without AVX-512 (open defect, see the test module)")
+ARCH_PARAMS = [pytest.param(a, marks=KEYPOINT_ON_NO_AVX512) if a == "keypointrcnn_resnet50_fpn" else a for a in ALL]
 
 
 def _cutoff_kwargs(spec, score: float = 0.0, cap: int = 30) -> dict:
@@ -227,7 +237,7 @@ def test_zero_detections_then_detections_in_one_session(shapes_dir):
         assert len(after) == len(expected) and np.abs(after.boxes - expected.boxes).max() < 0.05, pred.backend
 
 
-@pytest.mark.parametrize("arch", ALL)
+@pytest.mark.parametrize("arch", ARCH_PARAMS)
 def test_every_architecture_exports_to_both_formats_with_parity(arch, shapes_dir, tmp_path):
     ckpt = briefly_trained(arch, shapes_dir, tmp_path / "ckpt.pt", steps=6)
     paths = export_checkpoint(ckpt, ("torchscript", "onnx"), tmp_path / "exp")

@@ -171,3 +171,19 @@ def test_backends_of_an_export_folder_are_chosen_by_precision(verified):
     shutil.copy(verified / "model.xml", verified.parent / "renamed")  # an IR without its .bin
     with pytest.raises(DetDemoError):
         load_predictor(verified.parent / "renamed")
+
+
+def test_openvino_phantom_rows_are_dropped_and_real_detections_kept():
+    """OpenVINO's empty-output row (label 0, uninitialised) goes; detections labelled 1..K stay, row for row."""
+    import torch
+
+    from export.openvino_runtime import drop_phantom_rows
+
+    phantom = {"boxes": torch.tensor([[2e-4, 3.8e-41, 8e-34, 2.5e-41]]), "labels": torch.tensor([0]),
+               "scores": torch.tensor([1.0]), "masks": torch.zeros(1, 1, 28, 28)}
+    assert all(len(v) == 0 for v in drop_phantom_rows(phantom).values())
+    real = {"boxes": torch.rand(3, 4), "labels": torch.tensor([1, 0, 2]), "scores": torch.tensor([0.9, 0.5, 0.4]),
+            "masks": torch.rand(3, 1, 28, 28)}
+    kept = drop_phantom_rows(real)
+    assert kept["labels"].tolist() == [1, 2] and torch.equal(kept["boxes"], real["boxes"][[0, 2]])
+    assert drop_phantom_rows({"labels": torch.tensor([1, 2])})["labels"].tolist() == [1, 2]
