@@ -224,6 +224,23 @@ def test_the_handler_streams_segments_before_the_clip_is_done(clip, catalogue, t
     assert len(data["frames"]) == FRAMES and all("track_id" in d for f in data["frames"] for d in f["detections"])
 
 
+def test_the_class_filter_keeps_only_the_chosen_classes_with_the_same_track_ids(clip, catalogue, tracked, tmp_path):
+    """The Video tab's "Classes shown": only circles in the JSON and on the frames, each with the box and track id
+    the unfiltered run gave it (the tracker sees every class, so a filter does not renumber)."""
+    from detdemo.app.video import stream_video
+
+    updates = list(stream_video(catalogue, clip[0], BUNDLED_MODEL_NAME, "onnxruntime", track=True,
+                                classes=["circle"], out_dir=tmp_path / "session"))
+    data = json.loads(Path(updates[-1].json).read_text())
+    everything = json.loads((tracked / "clip.detections.json").read_text())
+    assert data["classes"] == ["circle"] and everything["classes"] == ["circle", "square", "triangle"]
+    kept = [[(d["track_id"], d["box"]) for d in f["detections"]] for f in data["frames"]]
+    circles = [[(d["track_id"], d["box"]) for d in f["detections"] if d["name"] == "circle"]
+               for f in everything["frames"]]
+    assert kept == circles and sum(map(len, kept)) >= FRAMES  # a circle on every frame, nothing else
+    assert {d["name"] for f in everything["frames"] for d in f["detections"]} > {"circle"}
+
+
 def test_the_handler_refuses_bad_clips_and_keeps_serving(clip, catalogue, tmp_path, monkeypatch):
     import detdemo.app.video as video
 

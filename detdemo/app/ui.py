@@ -106,7 +106,8 @@ def _coco_file(result: PredictResult, raw: Raw, session: str) -> str | None:
     return str(write_json(_session_dir(session) / "detections.coco.json", entries, indent=None))
 
 
-def video_tab(catalogue: Catalogue, model, backend, threshold, boxes, masks, labels, concurrency_limit: int) -> None:
+def video_tab(catalogue: Catalogue, model, backend, threshold, boxes, masks, labels, classes,
+              concurrency_limit: int) -> None:
     """The Video tab (inside ``build_demo``'s tabs): a clip in, annotated segments streamed back while the rest is
     processed (``app.video.stream_video``), frames per second, then the annotated MP4 and its JSON to download.
     Stop cancels the run, which frees the model (the event shares the "model" concurrency id)."""
@@ -131,15 +132,16 @@ def video_tab(catalogue: Catalogue, model, backend, threshold, boxes, masks, lab
                 video_file = gr.DownloadButton("Download annotated video", visible=False, elem_id="video-download")
                 json_file = gr.DownloadButton("Download detections (JSON)", visible=False, elem_id="video-json")
 
-    def run(path, model_name, backend_name, score_threshold, show_boxes, show_masks, show_labels, tracking, step,
-            request: gr.Request = None):
+    def run(path, model_name, backend_name, score_threshold, show_boxes, show_masks, show_labels, shown_classes,
+            tracking, step, request: gr.Request = None):
         key = getattr(request, "session_hash", None) or "api"
         hidden = gr.DownloadButton(visible=False)
         yield None, "Starting…", hidden, hidden
         try:
             for update in stream_video(catalogue, path, model_name, backend_name, score_threshold=score_threshold,
                                        track=tracking, every=int(step), masks=show_masks, boxes=show_boxes,
-                                       labels=show_labels, out_dir=_session_dir(key) / "video"):
+                                       labels=show_labels, classes=shown_classes,
+                                       out_dir=_session_dir(key) / "video"):
                 if update.done:
                     yield (gr.skip(), update.status, gr.DownloadButton(value=update.video, visible=True),
                            gr.DownloadButton(value=update.json, visible=True))
@@ -148,7 +150,7 @@ def video_tab(catalogue: Catalogue, model, backend, threshold, boxes, masks, lab
         except DetDemoError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
-    event = start.click(run, [clip, model, backend, threshold, boxes, masks, labels, track, every],
+    event = start.click(run, [clip, model, backend, threshold, boxes, masks, labels, classes, track, every],
                         [stream, status, video_file, json_file], concurrency_limit=concurrency_limit,
                         concurrency_id="model", **PRIVATE)
     stop.click(None, None, None, cancels=[event], **PRIVATE)
@@ -314,7 +316,7 @@ def build_demo(catalogue: Catalogue, default_backend: str | None = None, concurr
                                               elem_id="camera-detections")
                     fps = gr.Markdown(elem_id="fps")
                 with gr.Tab("Video", id="video-tab"):
-                    video_tab(catalogue, model, backend, threshold, boxes, masks, labels, concurrency_limit)
+                    video_tab(catalogue, model, backend, threshold, boxes, masks, labels, classes, concurrency_limit)
                 with gr.Tab("Compare backends", id="compare-tab"):
                     gr.Markdown("PyTorch and the chosen exported backend on the uploaded image, matched by the "
                                 "parity checker: agreed detections in class colours, **red** only in the exported "

@@ -50,7 +50,8 @@ def _check(info) -> None:
 
 def stream_video(catalogue: Catalogue, path: str | Path | None, model: str, backend: str, *,
                  score_threshold: float = 0.5, track: bool = False, every: int = 1, masks: bool = True,
-                 boxes: bool = True, labels: bool = True, out_dir: Path) -> Iterator[VideoUpdate]:
+                 boxes: bool = True, labels: bool = True, classes: list[str] | None = None,
+                 out_dir: Path) -> Iterator[VideoUpdate]:
     """Annotate the clip at ``path`` frame by frame; see the module docstring. Raises ``DetDemoError`` (a message
     for the page, naming the file) for a file that is not a readable video or is over the limit."""
     from detdemo.inference.video import (
@@ -83,7 +84,8 @@ def stream_video(catalogue: Catalogue, path: str | Path | None, model: str, back
         _check(info)
         fps = info.fps / every
         per_segment = max(1, round(float(fps) * SEGMENT_S))
-        head = output_head(info, predictor, every=every, score_threshold=float(score_threshold), track=track)
+        head = output_head(info, predictor, every=every, score_threshold=float(score_threshold), track=track,
+                           classes=classes)
         video_path, json_path = out_dir / f"{path.stem}.annotated.mp4", out_dir / f"{path.stem}.detections.json"
         meter, start, frames, segments = FrameRate(), time.perf_counter(), 0, []
         scaled = (f", scaled to {round(info.width * reader.scale)}x{round(info.height * reader.scale)}"
@@ -120,7 +122,7 @@ def stream_video(catalogue: Catalogue, path: str | Path | None, model: str, back
         try:
             with VideoOutputs(video_path, json_path, head, fps) as outputs, FrameWorker() as worker:
                 for result in detect_frames(predictor, reader, every=every, score_threshold=float(score_threshold),
-                                            track=track):
+                                            track=track, classes=classes):
                     if result.frame.timestamp > MAX_DURATION_S:
                         raise DetDemoError(f"'{path.name}' runs past {MAX_DURATION_S:.0f} s; this page takes clips "
                                            f"up to {MAX_DURATION_S:.0f} s")

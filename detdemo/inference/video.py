@@ -315,8 +315,9 @@ class FrameResult:
 
 
 def detect_frames(predictor, reader: VideoReader, *, every: int = 1, score_threshold: float = 0.5,
-                  track: bool = False) -> Iterator[FrameResult]:
-    """Each sampled frame through ``predictor`` (and the tracker, when ``track``), one at a time."""
+                  track: bool = False, classes: list[str] | None = None) -> Iterator[FrameResult]:
+    """Each sampled frame through ``predictor`` (and the tracker, when ``track``), one at a time. ``classes``: keep
+    only these (None: all); the tracker still sees every class, so an id does not change when a filter does."""
     from detdemo.inference.tracking import LOW_SCORE, ByteTracker
 
     tracker = ByteTracker(float(reader.info.fps) / every, score_threshold) if track else None
@@ -328,6 +329,9 @@ def detect_frames(predictor, reader: VideoReader, *, every: int = 1, score_thres
             ids = tracker.update(det)
             keep = det.scores >= score_threshold
             det, ids = det.select(keep), ids[keep]
+        if classes is not None:
+            keep = np.isin(np.asarray(det.names(), dtype=object), list(classes))
+            det, ids = det.select(keep), (None if ids is None else ids[keep])
         yield FrameResult(frame, det, reader.scale, ids)
 
 
@@ -415,10 +419,12 @@ class FrameWorker:
             self._pool.shutdown(wait=True)
 
 
-def output_head(info: VideoInfo, predictor, *, every: int, score_threshold: float, track: bool) -> dict:
+def output_head(info: VideoInfo, predictor, *, every: int, score_threshold: float, track: bool,
+                classes: list[str] | None = None) -> dict:
     """The JSON's leading keys: what was run on what."""
     return {"video": info.path.name, "width": info.width, "height": info.height, "fps": float(info.fps),
             "rotation": info.rotation, "every": every, "score_threshold": score_threshold, "tracking": track,
+            "classes": list(predictor.class_names) if classes is None else list(classes),
             "model": str(predictor.path), "backend": predictor.backend, "device": predictor.device,
             "categories": [{"id": i, "name": n} for i, n in enumerate(predictor.class_names, start=1)],
             "boxes": "XYXY in the video's pixels as displayed (rotation applied)"}
