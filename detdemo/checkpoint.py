@@ -36,9 +36,11 @@ def save_checkpoint(
     metrics: dict | None = None,
     training_state: dict | None = None,
     export_id: str | None = None,
+    dataset: dict | None = None,
 ) -> Path:
     """``config`` is the model's ``ModelConfig``; ``training_state`` (optimizer, scheduler, scaler, epoch, RNG) is
-    what ``--resume`` needs: omit it to ship."""
+    what ``--resume`` needs: omit it to ship. ``dataset``: what the training data states about itself (its name and
+    licence, ``detdemo.data.provenance``), which ``detdemo publish`` describes the model with."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     payload = {
         "format": FORMAT,
@@ -55,6 +57,8 @@ def save_checkpoint(
     }
     if training_state is not None:
         payload["training_state"] = training_state
+    if dataset:
+        payload["dataset"] = dict(dataset)
     if export_id is not None:  # the export folder this copy belongs to (export.exporters)
         payload["export_id"] = export_id
     return write_torch(path, payload)

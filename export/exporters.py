@@ -161,7 +161,8 @@ def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str
     (out / MANIFEST).unlink(missing_ok=True)  # from here until the new manifest, the folder is "incomplete"
     export_id = uuid.uuid4().hex
     paths = {"eager": save_checkpoint(out / EAGER_FILE, model, cfg, train_config=data.get("train_config"),
-                                      metrics=data.get("metrics"), export_id=export_id)}
+                                      metrics=data.get("metrics"), export_id=export_id,
+                                      dataset=data.get("dataset"))}
     timings = {}
     for fmt in order:
         t0 = time.perf_counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from detdemo.engine.eval_pictures import MODEL_EVALUATION, listed_pictures, pictures_dir
@@ -73,10 +74,39 @@ def verification_lines(folder: Path, manifest: dict) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class PublishNames:
+    dataset: str
+    license: str
+    told: str  # where each came from, for the user: "dataset 'BCCD' (folder name); license mit (BCCD/LICENSE)"
+
+
+def publish_names(checkpoint: dict, path: Path, dataset: str | None, license: str | None) -> PublishNames:
+    """The dataset name and licence a card and a Space state: the flags, else what training recorded about the data
+    (``detdemo.data.provenance``); DetDemoError asking for the flag where neither says, so a repo is never described
+    by a folder's name ("… on data") or published under an unstated licence."""
+    from detdemo.data.provenance import Provenance
+
+    recorded = Provenance.from_dict(checkpoint.get("dataset"))
+    missing = [(fact, flag) for fact, flag, given, known in (("name", "--dataset NAME", dataset, recorded.name),
+                                                             ("licence", "--license ID", license, recorded.license))
+               if not (given or known)]
+    if missing:
+        why = ("was trained before detdemo recorded its data's name and licence" if not checkpoint.get("dataset")
+               else f"was trained on data that states no {' and no '.join(fact for fact, _ in missing)}")
+        raise DetDemoError(f"{path}: the model {why}; pass {' and '.join(flag for _, flag in missing)} (a Hub "
+                           f"licence id such as mit, apache-2.0, cc-by-4.0, or 'other')")
+    source = f" ({recorded.source})" if recorded.source else ""
+    told = (f"dataset {dataset or recorded.name!r}{'' if dataset else source}; "
+            f"license {license or recorded.license}{'' if license else source}")
+    return PublishNames(dataset or recorded.name, license or recorded.license, told)
+
+
 def stage_model_repo(export_dir: str | Path, out: str | Path, repo_id: str, *, dataset: str | None = None,
-                     license: str = "other", examples: str | Path | None = None,
+                     license: str | None = None, examples: str | Path | None = None,
                      space_id: str | None = None) -> ModelFacts:
-    """Write the model repo for ``export_dir`` into ``out`` (emptied first); returns what the card says."""
+    """Write the model repo for ``export_dir`` into ``out`` (emptied first); returns what the card says.
+    ``dataset``/``license``: None takes what the model recorded (``publish_names``)."""
     from detdemo.checkpoint import load_checkpoint
     from detdemo.models import get_spec
     from export.runtime import folder_files, read_manifest
@@ -88,10 +118,11 @@ def stage_model_repo(export_dir: str | Path, out: str | Path, repo_id: str, *, d
     files = folder_files(export_dir)
     if "eager" not in files:
         raise DetDemoError(f"{export_dir}: holds no PyTorch checkpoint to publish as safetensors")
+    checkpoint = load_checkpoint(files["eager"])
+    names_told = publish_names(checkpoint, files["eager"], dataset, license)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    checkpoint = load_checkpoint(files["eager"])
     save_portable(out, checkpoint, export_id=manifest.get("export_id"))
     names = {"eager": WEIGHTS_FILE}
     for fmt, path in files.items():
@@ -109,15 +140,14 @@ def stage_model_repo(export_dir: str | Path, out: str | Path, repo_id: str, *, d
     pictures = copy_evaluation(export_dir, out)
     published = {**manifest, "files": names, "source": Path(str(manifest.get("source", ""))).name}
     write_json(out / MANIFEST, published)
-    train = checkpoint.get("train_config") or {}
     cfg = checkpoint["model_config"]
     facts = ModelFacts(
         repo_id=repo_id, arch=cfg["arch"], class_names=list(cfg["class_names"]),
-        dataset=dataset or Path(str(train.get("data") or "unknown")).name,
+        dataset=names_told.dataset,
         metrics={k: v for k, v in (manifest.get("metrics") or {}).items() if k != "epoch"},
         files={"PyTorch (safetensors)": WEIGHTS_FILE, **{_label(fmt): name for fmt, name in names.items()
                                                          if fmt != "eager"}},
-        verification=verification_lines(export_dir, manifest), license=license,
+        verification=verification_lines(export_dir, manifest), license=names_told.license,
         masks=get_spec(cfg["arch"]).masks, space_id=space_id, pictures=pictures)
     write_card(facts, out)
     return facts

@@ -238,3 +238,80 @@ def test_voc_with_only_a_train_list_evaluates_on_the_rest(tmp_path, capsys):
     (root / "ImageSets" / "Main" / "train.txt").write_text("".join(f"img{i}\n" for i in range(6)))
     with pytest.raises(DataError, match="none is left for split 'val'.*val.txt"):
         open_dataset(root, "val")
+
+
+# --- publish's names and licence ---------------------------------------------------------------------------------
+
+
+def test_publish_describes_the_bundled_model_by_what_it_records(tmp_path, capsys):
+    """No --dataset/--license: the Space and the card name the data and licence training recorded, not the
+    training folder's name ("maskrcnn_light on data") and not ``license: other``."""
+    import yaml
+
+    from detdemo.cli import main
+
+    assert main(["publish", "--model", str(SHAPES), "--out", str(tmp_path), "--repo-id", "me/shapes"]) == 0
+    assert "dataset 'detdemo synthetic shapes' (instances_train.json info/licenses); license cc0-1.0" in \
+        capsys.readouterr().out
+    space = yaml.safe_load((tmp_path / "space" / "README.md").read_text().split("---")[1])
+    assert space["short_description"] == "maskrcnn_light on detdemo synthetic shapes, verified exports"
+    assert space["license"] == "cc0-1.0" and len(space["short_description"]) <= 60
+    card = yaml.safe_load((tmp_path / "model" / "README.md").read_text().split("---")[1])
+    assert card["license"] == "cc0-1.0" and card["datasets"] == ["detdemo synthetic shapes"]
+
+
+def test_publish_asks_for_what_the_model_does_not_record_before_any_work(tmp_path):
+    import torch
+
+    from detdemo.errors import DetDemoError
+    from detdemo.fileio import write_torch
+    from export.publish import publish_names
+
+    checkpoint = torch.load(SHAPES / "model.pt", weights_only=True)
+    del checkpoint["dataset"]  # as every model trained before detdemo recorded it
+    write_torch(tmp_path / "best.pt", checkpoint)
+    from detdemo.cli import main
+
+    assert main(["publish", "--model", str(tmp_path / "best.pt"), "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()  # refused before exporting anything
+    with pytest.raises(DetDemoError, match=r"best.pt: the model was trained before .*; pass --dataset NAME and "
+                                           r"--license ID"):
+        publish_names(checkpoint, tmp_path / "best.pt", None, None)
+    coco = {**checkpoint, "dataset": {"name": "coco128", "license": None, "source": "instances_train.json"}}
+    with pytest.raises(DetDemoError, match="data that states no licence; pass --license ID"):
+        publish_names(coco, tmp_path / "best.pt", None, None)
+    named = publish_names(coco, tmp_path / "best.pt", None, "cc-by-4.0")
+    assert (named.dataset, named.license) == ("coco128", "cc-by-4.0")
+
+
+def test_what_datasets_state_about_themselves(tmp_path):
+    import json
+
+    from detdemo.data.provenance import hub_license, read_provenance
+
+    root = tmp_path / "data"
+    (root / "annotations").mkdir(parents=True)
+    coco = {"info": {"description": "Kitchen tools v2"}, "images": [{"id": 1, "file_name": "a.jpg", "width": 4,
+            "height": 4, "license": 1}], "annotations": [], "categories": [{"id": 1, "name": "cup"}],
+            "licenses": [{"id": 1, "url": "https://creativecommons.org/licenses/by/4.0/", "name": "CC BY 4.0"},
+                         {"id": 2, "url": "http://creativecommons.org/licenses/by-nc/2.0/", "name": "NC"}]}
+    (root / "annotations" / "instances_train.json").write_text(json.dumps(coco))
+    assert (read_provenance(root).name, read_provenance(root).license) == ("Kitchen tools v2", "cc-by-4.0")
+    coco["images"].append({**coco["images"][0], "id": 2, "license": 2})  # COCO itself: a licence per image
+    (root / "annotations" / "instances_train.json").write_text(json.dumps(coco))
+    assert read_provenance(root).license is None
+    (root / "LICENSE").write_text("MIT License\n\nCopyright (c) 2026 someone\n")
+    assert read_provenance(root).license is None  # the COCO file's own statement wins over a folder's file
+    coco["info"] = {}
+    (root / "annotations" / "instances_train.json").write_text(json.dumps(coco))
+    assert read_provenance(root).name is None  # "data" is no name
+    voc = _tiny_voc(tmp_path / "Tools" / "VOC2012")
+    (tmp_path / "Tools" / "LICENSE").write_text("Apache License, Version 2.0\n")
+    assert (read_provenance(voc).name, read_provenance(voc).license) == ("VOC2012", "apache-2.0")
+    yolo = tmp_path / "yolo"
+    (yolo / "images" / "train").mkdir(parents=True)
+    (yolo / "data.yaml").write_text("names: [cup]\ntrain: images/train\nval: images/train\n"
+                                    "roboflow:\n  project: mugs\n  license: CC BY 4.0\n")
+    assert (read_provenance(yolo).name, read_provenance(yolo).license) == ("mugs", "cc-by-4.0")
+    assert hub_license("http://creativecommons.org/licenses/by-nc-sa/2.0/") == "cc-by-nc-sa-2.0"
+    assert hub_license("our own terms") is None

@@ -48,6 +48,8 @@ def test_one_epoch_train_and_eval_writes_everything(shapes_dir, tmp_path):
     assert cfg.class_names == ["circle", "square", "triangle"] and cfg.kwargs["min_size"] == 96
     assert "training_state" in load_checkpoint(out / "last.pt")
     assert "training_state" not in load_checkpoint(out / "best.pt")
+    # what the data states about itself, for publish (detdemo.data.provenance)
+    assert load_checkpoint(out / "best.pt")["dataset"]["license"] == "cc0-1.0"
     resolved = json.loads((out / "config.json").read_text())
     assert resolved["train"]["lr"] == 0.005 and resolved["train"]["weight_decay"] == 5e-4
     with pytest.raises(Exception, match="already holds a run"):

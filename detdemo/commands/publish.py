@@ -30,17 +30,36 @@ def add_parser(sub) -> None:
                         "uploaded commit)")
     p.add_argument("--data", default=None, help="labelled data to verify every exported file's AP on (when "
                                                 "exporting a run or checkpoint)")
-    p.add_argument("--dataset", default=None, help="the dataset's name on the card (default: the training data's "
-                                                   "folder name)")
-    p.add_argument("--license", default="other", help="the model's license identifier on the Hub (default: other)")
+    p.add_argument("--dataset", default=None, help="the dataset's name on the card (default: the name the training "
+                                                   "data states, recorded at training; asked for when none is)")
+    p.add_argument("--license", default=None, help="the model's licence id on the Hub, e.g. mit, apache-2.0, "
+                                                   "cc-by-4.0, other (default: the licence the training data states, "
+                                                   "recorded at training; asked for when none is)")
     p.add_argument("--examples", default=None, help="example images for the repo and the Space (default: the "
                                                     "export folder's examples/)")
     p.set_defaults(func=run)
 
 
+def _source_checkpoint(model: Path) -> Path:
+    """The checkpoint ``--model`` publishes: an export folder's eager reference, or the run's/checkpoint's own."""
+    from detdemo.checkpoint import resolve_checkpoint_path
+    from detdemo.errors import DetDemoError
+    from export.formats import MANIFEST
+    from export.runtime import folder_files
+
+    if model.is_dir() and (model / MANIFEST).is_file():
+        files = folder_files(model)
+        if "eager" not in files:
+            raise DetDemoError(f"{model}: holds no PyTorch checkpoint to publish as safetensors")
+        return files["eager"]
+    if not model.exists():
+        raise DetDemoError(f"{model}: model path not found")
+    return resolve_checkpoint_path(model)
+
+
 def _export_folder(args: argparse.Namespace, out: Path) -> Path:
     """The folder to publish: ``--model`` itself when it is an export folder, else a fresh, checked export."""
-    from detdemo.checkpoint import BEST, resolve_checkpoint_path
+    from detdemo.checkpoint import BEST
     from detdemo.commands.export import check_args, check_data_usable, run_check
     from detdemo.errors import DetDemoError
     from export.exporters import export_checkpoint
@@ -50,9 +69,7 @@ def _export_folder(args: argparse.Namespace, out: Path) -> Path:
     model = Path(args.model)
     if model.is_dir() and (model / MANIFEST).is_file():
         return model
-    if not model.exists():
-        raise DetDemoError(f"{model}: model path not found")
-    checkpoint = resolve_checkpoint_path(model)
+    checkpoint = _source_checkpoint(model)
     if args.data:  # a dataset the check cannot use is refused before exporting anything
         check_data_usable(checkpoint, args.data, "val")
     folder = out / EXPORT_WORK
@@ -67,12 +84,13 @@ def _export_folder(args: argparse.Namespace, out: Path) -> Path:
 
 def run(args: argparse.Namespace, api=None) -> int:
     """``api``: an ``HfApi`` stand-in (tests); the default is the real one, with the user's token."""
+    from detdemo.checkpoint import load_checkpoint
     from detdemo.errors import DetDemoError
     from detdemo.fileio import IMAGE_EXTENSIONS
     from detdemo.hub.space import stage_space
     from detdemo.hub.upload import hub_api, push_folder
     from export.hub_files import parse_reference
-    from export.publish import EXAMPLES, stage_model_repo
+    from export.publish import EXAMPLES, publish_names, stage_model_repo
 
     out = Path(args.out)
     if args.space and not (args.push or args.repo_id):
@@ -83,9 +101,12 @@ def run(args: argparse.Namespace, api=None) -> int:
             parse_reference(repo)  # USER/NAME, checked before any work
     if args.push or args.space:
         api = hub_api(api)  # no token: say so before exporting anything
+    source = _source_checkpoint(Path(args.model))
+    names = publish_names(load_checkpoint(source, mmap=True), source, args.dataset, args.license)  # before work
+    print(f"publishing as: {names.told}")
     folder = _export_folder(args, out)
     repo_id = args.push or args.repo_id or f"local/{Path(args.model).resolve().name}"
-    facts = stage_model_repo(folder, out / "model", repo_id, dataset=args.dataset, license=args.license,
+    facts = stage_model_repo(folder, out / "model", repo_id, dataset=names.dataset, license=names.license,
                              examples=args.examples, space_id=args.space)
     print(f"model repo staged: {out / 'model'} ({', '.join(sorted(p.name for p in (out / 'model').iterdir()))})")
     revision = args.revision

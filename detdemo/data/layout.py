@@ -23,7 +23,7 @@ LAYOUTS = ("coco", "voc", "pennfudan", "yolo")  # the one list every --layout op
 SPLIT_ALIASES = {"train": ("train",), "val": ("val", "valid", "validation", "test")}
 
 
-def _coco_jsons(folder: Path) -> list[Path]:
+def coco_jsons(folder: Path) -> list[Path]:
     found = sorted(folder.glob("annotations/*.json")) + sorted(folder.glob("*.json"))
     found += sorted(folder.glob("*/_annotations.coco.json"))  # Roboflow: train/_annotations.coco.json
     return found
@@ -36,7 +36,7 @@ def _match(folder: Path) -> str | None:
         return "voc"
     if find_data_yaml(folder):  # before COCO: any stray .json beside a data.yaml would otherwise read as COCO
         return "yolo"
-    if _coco_jsons(folder):
+    if coco_jsons(folder):
         return "coco"
     return None
 
@@ -67,8 +67,8 @@ def detect_layout(path: str | Path) -> tuple[str, Path]:
     )
 
 
-def _coco_json_for_split(root: Path, split: str) -> Path | None:
-    jsons = _coco_jsons(root)
+def coco_json_for_split(root: Path, split: str) -> Path | None:
+    jsons = coco_jsons(root)
     for alias in SPLIT_ALIASES.get(split, (split,)):
         for j in jsons:
             name = j.stem.removeprefix("instances_").lower()
@@ -101,9 +101,9 @@ def open_dataset(
     found, root = detect_layout(path)
     layout = layout or found
     if layout == "coco":
-        json_file = root if root.is_file() else _coco_json_for_split(root, split)
+        json_file = root if root.is_file() else coco_json_for_split(root, split)
         if json_file is None:
-            jsons = _coco_jsons(root)
+            jsons = coco_jsons(root)
             if len(jsons) != 1:
                 names = ", ".join(j.name for j in jsons)
                 raise DataError(f"{root}: no COCO annotation file for split {split!r} among: {names}")

@@ -58,6 +58,8 @@ SHAPES = {
     "diamond": lambda t: [(0.6 * x, y) for x, y in _regular(4)(0.0)],
 }
 DEFAULT_CLASSES = ("circle", "square", "triangle")
+SHAPES_NAME = "detdemo synthetic shapes"  # the COCO info a model trained on them records (detdemo.data.provenance)
+SHAPES_LICENSE = {"id": 1, "name": "CC0 1.0 Universal", "url": "https://creativecommons.org/publicdomain/zero/1.0/"}
 
 
 @dataclass(frozen=True)
@@ -148,12 +150,13 @@ def write_split(out: Path, split: str, count: int, seed: int, cfg: ShapesConfig,
         name = f"{split}_{i:06d}.jpg"
         with atomic_path(image_dir / name) as tmp:
             img.save(tmp, format="JPEG", quality=cfg.jpeg_quality)
-        images.append({"id": i + 1, "file_name": name, "width": img.width, "height": img.height})
+        images.append({"id": i + 1, "file_name": name, "width": img.width, "height": img.height,
+                       "license": SHAPES_LICENSE["id"]})
         for inst in instances:
             annotations.append(_annotation(len(annotations) + 1, i + 1, inst))
     coco = {
-        "info": {"description": f"detdemo synthetic shapes ({split}, seed {seed})"},
-        "licenses": [],
+        "info": {"description": SHAPES_NAME, "version": f"{split}, seed {seed}"},
+        "licenses": [SHAPES_LICENSE],
         "images": images,
         "annotations": annotations,
         "categories": [{"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(cfg.classes)],

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from detdemo.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from detdemo.data import collate, eval_transforms, open_dataset, train_transforms
+from detdemo.data.provenance import read_provenance
 from detdemo.engine import distributed as dist_utils
 from detdemo.engine.config import TrainConfig
 from detdemo.engine.evaluate import dataset_to_coco, evaluate_model
@@ -159,6 +160,7 @@ class Trainer:
                                "annotated object: there is nothing to learn")
         self.val_set = open_dataset(cfg.data, "val", cfg.layout, eval_transforms(), classes=self.train_set.class_names,
                                     val_fraction=cfg.val_fraction, seed=cfg.seed)
+        self.provenance = read_provenance(cfg.data, cfg.layout).to_dict()  # for publish's description and licence
         if self.info.enabled:
             sampler = DistributedSampler(self.train_set, self.info.world_size, self.info.rank, shuffle=True,
                                          seed=cfg.seed)
@@ -329,12 +331,12 @@ class Trainer:
         }
         if improved or (ap is None and epoch + 1 == self.cfg.epochs):
             save_checkpoint(self.out / BEST, self.model, self.model_config, train_config=self.cfg.to_dict(),
-                            metrics=scalar)
+                            metrics=scalar, dataset=self.provenance)
             if improved and self.eval_result is not None:
                 self._write_best_evaluation(epoch, self.eval_result)
         _before_last_checkpoint(self.out)
         save_checkpoint(self.out / LAST, self.model, self.model_config, train_config=self.cfg.to_dict(),
-                        metrics=scalar, training_state=training_state)
+                        metrics=scalar, training_state=training_state, dataset=self.provenance)
         from detdemo.engine.curves import plot_curves
 
         plot_curves(self.out / "metrics.jsonl", self.out / "curves.png")

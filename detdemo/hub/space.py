@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ VENDORED = ("detdemo", "export")  # the project's packages, copied as source
 CPU_BUILDS = {"onnxruntime-gpu": "onnxruntime"}  # a CPU Space installs the CPU wheel of these
 UNPINNED = {"onnxruntime"}  # published separately from the GPU build we run: its own latest release
 EXAMPLES = "examples"
+SHORT_DESCRIPTION_MAX = 60  # the Hub refuses a Space whose short_description is longer
 # Debian packages a Space installs from packages.txt: Gradio's streaming video output (the Video tab) muxes its
 # segments with the ffmpeg and ffprobe programs; PyAV's own FFmpeg is a library and does not provide them.
 SYSTEM_PACKAGES = ("ffmpeg",)
@@ -83,7 +85,13 @@ def front_matter(facts: ModelFacts, title: str) -> str:
     return (f"---\ntitle: {title}\nemoji: 🔍\ncolorFrom: indigo\ncolorTo: green\nsdk: gradio\n"
             f"sdk_version: {gradio.__version__}\npython_version: \"{py}\"\napp_file: app.py\npinned: false\n"
             f"license: {facts.license}\nmodels:\n  - {facts.repo_id}\n"
-            f"short_description: {facts.arch} on {facts.dataset}, verified exports\n---\n")
+            f"short_description: {json.dumps(short_description(facts), ensure_ascii=False)}\n---\n")  # quoted: YAML
+
+
+def short_description(facts: ModelFacts) -> str:
+    """The Space's one-liner, within the Hub's 60 characters (a COCO file's description can be a sentence)."""
+    text = f"{facts.arch} on {facts.dataset}, verified exports"
+    return text if len(text) <= SHORT_DESCRIPTION_MAX else text[:SHORT_DESCRIPTION_MAX - 1].rstrip() + "…"
 
 
 def stage_space(folder: str | Path, facts: ModelFacts, revision: str, examples: list[Path] | None = None) -> Path:
