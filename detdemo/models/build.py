@@ -25,7 +25,8 @@ from detdemo.models.weights import resolve_enum, weights_from
 TUNABLE_KWARGS = (
     "min_size", "max_size", "box_score_thresh", "box_nms_thresh", "box_detections_per_img", "score_thresh",
     "nms_thresh", "detections_per_img", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
-    "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "topk_candidates", "image_mean", "image_std",
+    "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_batch_size_per_image", "box_batch_size_per_image",
+    "topk_candidates", "image_mean", "image_std",
 )
 
 
