@@ -22,6 +22,8 @@ from detdemo.cli import main
 from export.gate import FAIL, INCONCLUSIVE, PASS, combined, gate
 from tests.conftest import REPO
 
+pytest_plugins = ["pytester"]
+
 BUNDLED = REPO / "models" / "shapes"
 POOL, FEW = 50, 12
 
@@ -154,6 +156,7 @@ def test_damaged_fails_and_faithful_is_inconclusive_on_12_images_and_passes_on_5
     assert pool["seconds"]["bootstrap"] > 0 and pool["seconds"]["evaluate"] > 0  # both recorded (bench: docs)
 
 
+@pytest.mark.slow
 def test_a_float32_file_identical_passes_and_one_a_detection_away_is_inconclusive(sets, eager):
     """12 images: an fp32 file equal to eager has a zero-width interval (PASS); one that lost a single detection
     moves AP by more than the 0.002 limit, which the point gate called FAIL; here it is INCONCLUSIVE (the image
@@ -221,6 +224,27 @@ def test_check_export_exits_3_on_inconclusive_and_the_app_and_card_say_why(sets,
                 if v.startswith("ONNX Runtime INT8, AP on"))
     assert "**INCONCLUSIVE**" in line and "interval" in line
     assert "INCONCLUSIVE" in (folder / "accuracy.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_api_and_the_pytest_plugin_treat_inconclusive_as_a_skip_never_a_pass(sets, predictors, pytester,
+                                                                                   monkeypatch):
+    """The same verdicts (the check-export run above) through the report API and the pytest plugin."""
+    from export.check import ExportCheck, cases_of
+
+    folder = sets["root"] / "faithful"
+    if not (folder / "accuracy.json").is_file():  # run alone: the 12-image check first
+        assert main(["check-export", str(folder), "--probes", "basic", "--data", str(sets[FEW])]) == 3
+    parity, accuracy = (json.loads((folder / f"{n}.json").read_text()) for n in ("parity", "accuracy"))
+    result = ExportCheck(folder, parity, accuracy, [], cases_of(parity, accuracy))
+    case = result.case("onnx-int8", "accuracy")
+    assert case.outcome == "skipped" and case.inconclusive and case.message.startswith("inconclusive:")
+    assert result.verdict == INCONCLUSIVE and not result.passed and "model.int8.onnx::accuracy" in result.failures()
+    monkeypatch.setattr("export.check.check_export", lambda *args, **kwargs: result)
+    run = pytester.runpytest("--detdemo-export", str(folder), "--detdemo-data", str(sets[FEW]), "-rs",
+                             "-p", "no:cacheprovider")
+    run.assert_outcomes(passed=2, skipped=2)  # ONNX parity and AP; INT8 parity (by design) and AP (inconclusive)
+    run.stdout.fnmatch_lines(["*inconclusive: *INCONCLUSIVE*would decide it*"])
 
 
 def test_figures_recorded_before_intervals_still_read(tmp_path):
