@@ -30,6 +30,7 @@ from export.gate import (
     decide_text,
     gate,
     interval_text,
+    iou_types_of,
     verdict_of,
 )
 
@@ -140,8 +141,6 @@ def verified_figures(report: dict) -> dict:
 
 def verdict_line(figures: dict) -> str:
     """'bbox ΔAP +0.0012 (95 % interval ...), segm ...; limit ±0.01: PASS' (and why, when inconclusive)."""
-    from export.gate import iou_types_of
-
     deltas = ", ".join(f"{t} {interval_text(figures, t)}" for t in iou_types_of(figures))
     verdict = verdict_of(figures)
     why = f" ({decide_text(figures)})" if verdict == INCONCLUSIVE else ""
