@@ -3,17 +3,36 @@
 Per-detection parity (``export.parity``) is the right check for float32 exports, which should reproduce eager to
 within float rounding; it cannot judge a reduced-precision file, whose detections all move a little. What a user
 deploying a model needs is the number they care about — the AP of the file they ship, on their validation set —
-so every file is evaluated with pycocotools exactly as ``detdemo eval`` does and gated by its AP delta to eager:
+so every file is evaluated with pycocotools exactly as ``detdemo eval`` does, and gated by its AP delta to eager
+with that delta's paired bootstrap interval over the images (``export.gate``: PASS, FAIL or INCONCLUSIVE):
 
-* float32 exports: |dAP| <= 0.002 (bbox, and segm for mask models). Float rounding moves boxes by 1e-4 px, which
+* float32 exports: limit 0.002 (bbox, and segm for mask models). Float rounding moves boxes by 1e-4 px, which
   cannot move AP by more than a detection's worth on a small set; 0.002 is what float rounding honestly allows.
-* reduced precision (INT8, bf16): |dAP| <= ``reduced`` (default 0.01, the 1 % MMDeploy's regression tests allow
+* reduced precision (INT8, bf16): limit ``reduced`` (default 0.01, the 1 % MMDeploy's regression tests allow
   for mask AP; our own measurements are in docs/benchmarks.md).
+
+The bootstrap reuses pycocotools' per-image matches of each evaluation (``detdemo.engine.bootstrap``), so it adds
+seconds to an evaluation of minutes; both times are recorded in the report.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
+
+from export.gate import (
+    FAIL,
+    INCONCLUSIVE,
+    LEVEL,
+    PASS,
+    RESAMPLES,
+    combined,
+    decide_text,
+    gate,
+    interval_text,
+    iou_types_of,
+    verdict_of,
+)
 
 KEYS = ("AP", "AP50", "AP75")
 
@@ -45,9 +64,12 @@ def open_accuracy_data(data: str, class_names: list[str], split: str = "val", la
 
 def accuracy_report(reference, candidates: list[tuple[str, object]], data: str, split: str = "val",
                     layout: str | None = None, val_fraction: float = 0.2, seed: int = 0,
-                    tol: AccuracyTolerances = AccuracyTolerances(), progress: bool = False, dataset=None) -> dict:
-    """``candidates``: (format name, predictor). Returns a JSON-ready report; ``passed`` per file and overall.
-    ``dataset``: the split already opened by ``open_accuracy_data`` (else it is opened here)."""
+                    tol: AccuracyTolerances = AccuracyTolerances(), progress: bool = False, dataset=None,
+                    resamples: int = RESAMPLES, bootstrap_seed: int = 0) -> dict:
+    """``candidates``: (format name, predictor). Returns a JSON-ready report: per file its figures, ΔAP with the
+    paired bootstrap interval (``resamples`` seeded resamples of the images, the same for every file), the
+    verdict, and ``passed`` (PASS only). ``dataset``: the split already opened by ``open_accuracy_data``."""
+    from detdemo.engine.bootstrap import PairedBootstrap, match_tables, tables_without_detections
     from detdemo.engine.evaluate import dataset_to_coco, evaluate_predictor
 
     if dataset is None:
@@ -55,38 +77,74 @@ def accuracy_report(reference, candidates: list[tuple[str, object]], data: str, 
     masks = bool(dataset.has_masks) and reference.predict(dataset[0][0]).has_masks
     gt = dataset_to_coco(dataset, with_masks=masks)
     iou_types = ("bbox", "segm") if masks else ("bbox",)
+    seconds = {"evaluate": 0.0, "bootstrap": 0.0}
 
-    def evaluate(predictor) -> dict:
+    def evaluate(predictor) -> tuple[dict, dict]:
+        start = time.perf_counter()
         result = evaluate_predictor(predictor, dataset, gt=gt, masks=masks, progress=progress)
-        return {"stats": result.stats, "per_class": result.per_class, "detections": result.num_detections}
+        seconds["evaluate"] += time.perf_counter() - start
+        tables = {t: match_tables(result.coco_evals[t]) if t in result.coco_evals else tables_without_detections(gt)
+                  for t in iou_types}  # no detections: pycocotools ran nothing, every category has AP 0
+        return {"stats": result.stats, "per_class": result.per_class, "detections": result.num_detections}, tables
 
-    ref = evaluate(reference)
+    ref, ref_tables = evaluate(reference)
+    start = time.perf_counter()  # the eager AP over every resample, once: each file then re-accumulates only its own
+    boots = {t: PairedBootstrap(ref_tables[t], resamples, bootstrap_seed, LEVEL) for t in iou_types}
+    seconds["bootstrap"] += time.perf_counter() - start
     files = {"eager": {"backend": reference.backend, "precision": getattr(reference, "precision", "fp32"),
                        "file": str(reference.path), **ref}}
     for name, predictor in candidates:
         precision = getattr(predictor, "precision", "fp32")
-        got = evaluate(predictor)
+        got, tables = evaluate(predictor)
         delta = {f"{t}_{k}": got["stats"][t][k] - ref["stats"][t][k] for t in iou_types for k in KEYS}
         limit = tol.for_precision(precision)
-        worst = max(abs(delta[f"{t}_AP"]) for t in iou_types)
+        start = time.perf_counter()
+        intervals = {t: boots[t].interval(tables[t]) for t in iou_types}
+        seconds["bootstrap"] += time.perf_counter() - start
+        gates = {t: gate(delta[f"{t}_AP"], intervals[t].low, intervals[t].high, limit, len(dataset))
+                 for t in iou_types}
+        verdict, need = combined(list(gates.values()))
         files[name] = {"backend": predictor.backend, "precision": precision, "file": str(predictor.path), **got,
-                       "delta": delta, "limit": limit, "passed": worst <= limit}
+                       "delta": delta, "interval": {f"{t}_AP": [g.low, g.high] for t, g in gates.items()},
+                       "limit": limit, "verdict": verdict, "images_to_decide": need, "passed": verdict == PASS}
+    verdicts = [f["verdict"] for n, f in files.items() if n != "eager"]
+    overall = FAIL if FAIL in verdicts else INCONCLUSIVE if INCONCLUSIVE in verdicts else PASS
     return {"data": str(data), "split": split, "images": len(dataset), "iou_types": list(iou_types),
-            "tolerances": asdict(tol), "files": files,
-            "passed": all(f.get("passed", True) for f in files.values())}
+            "tolerances": asdict(tol), "files": files, "verdict": overall, "passed": overall == PASS,
+            "bootstrap": {"method": "paired percentile bootstrap over images", "resamples": resamples,
+                          "seed": bootstrap_seed, "level": LEVEL},
+            "seconds": {k: round(v, 2) for k, v in seconds.items()}}
+
+
+def figures_of(report: dict, name: str) -> dict:
+    """One file's figures as the manifest records them: AP, ΔAP and its interval per IoU type, the limit, the
+    verdict (and for an inconclusive one, about how many images would decide it). Reads reports written before
+    intervals too (no interval; the verdict from ``passed``)."""
+    f = report["files"][name]
+    types = report["iou_types"]
+    out = {"data": report["data"], "split": report["split"], "images": report["images"],
+           "precision": f["precision"], "verdict": verdict_of(f), "passed": f["passed"], "limit": f["limit"],
+           **{f"{t}_AP": f["stats"][t]["AP"] for t in types},
+           **{f"d{t}_AP": f["delta"][f"{t}_AP"] for t in types}}
+    for t in types:
+        if (f.get("interval") or {}).get(f"{t}_AP"):
+            out[f"d{t}_AP_interval"] = f["interval"][f"{t}_AP"]
+    if out["verdict"] == INCONCLUSIVE:
+        out["images_to_decide"] = f.get("images_to_decide")
+    return out
 
 
 def verified_figures(report: dict) -> dict:
-    """What the manifest records for each exported file: AP, its delta to eager, the limit, the verdict."""
-    out = {}
-    for name, f in report["files"].items():
-        if name == "eager":
-            continue
-        out[name] = {"data": report["data"], "split": report["split"], "images": report["images"],
-                     "precision": f["precision"], "passed": f["passed"], "limit": f["limit"],
-                     **{f"{t}_AP": f["stats"][t]["AP"] for t in report["iou_types"]},
-                     **{f"d{t}_AP": f["delta"][f"{t}_AP"] for t in report["iou_types"]}}
-    return out
+    """What the manifest records for each exported file (``figures_of``)."""
+    return {name: figures_of(report, name) for name in report["files"] if name != "eager"}
+
+
+def verdict_line(figures: dict) -> str:
+    """'bbox ΔAP +0.0012 (95 % interval ...), segm ...; limit ±0.01: PASS' (and why, when inconclusive)."""
+    deltas = ", ".join(f"{t} {interval_text(figures, t)}" for t in iou_types_of(figures))
+    verdict = verdict_of(figures)
+    why = f" ({decide_text(figures)})" if verdict == INCONCLUSIVE else ""
+    return f"{deltas}; limit ±{figures.get('limit')}: {verdict}{why}"
 
 
 def markdown(report: dict) -> str:
@@ -94,17 +152,37 @@ def markdown(report: dict) -> str:
 
     types = report["iou_types"]
     head = " | ".join(f"{t} {k}" for t in types for k in KEYS)
-    lines = [f"# Accuracy on {report['data']} ({report['split']}, {report['images']} images): "
-             f"{'PASS' if report['passed'] else 'FAIL'}", "",
-             f"Limits on |ΔAP| vs eager: float32 {report['tolerances']['fp32']}, reduced precision "
-             f"{report['tolerances']['reduced']}.", "",
-             f"| file | backend | precision | {head} | ΔAP ({', '.join(types)}) | result |",
-             "|---" * (5 + len(types) * len(KEYS)) + "|"]
+    boot = report.get("bootstrap")
+    verdict = report.get("verdict") or ("PASS" if report["passed"] else "FAIL")
+    lines = [f"# Accuracy on {report['data']} ({report['split']}, {report['images']} images): {verdict}", "",
+             f"Limits on ΔAP vs eager: ±{report['tolerances']['fp32']} float32, ±{report['tolerances']['reduced']} "
+             "reduced precision."]
+    if boot:
+        lines += ["", f"Each ΔAP carries its {boot['level']:.0%} interval from a {boot['method']} "
+                  f"({boot['resamples']} resamples, seed {boot['seed']}; the same image sets for eager and every "
+                  "file). PASS: the interval lies within ±limit; FAIL: it lies entirely beyond a limit; "
+                  "INCONCLUSIVE: it straddles a limit — too few images to tell, never a pass. Time: evaluation "
+                  f"{report['seconds']['evaluate']:.1f} s, bootstrap {report['seconds']['bootstrap']:.1f} s."]
+    lines += ["", f"| file | backend | precision | {head} | "
+              + " | ".join(f"{t} ΔAP [{boot['level']:.0%} interval]" if boot else f"{t} ΔAP" for t in types)
+              + " | limit | verdict |", "|---" * (5 + len(types) * (len(KEYS) + 1)) + "|"]
     for name, f in report["files"].items():
         cells = " | ".join(f"{f['stats'][t][k]:.4f}" for t in types for k in KEYS)
-        delta = "—" if name == "eager" else ", ".join(f"{f['delta'][f'{t}_AP']:+.4f}" for t in types)
-        verdict = "reference" if name == "eager" else ("ok" if f["passed"] else f"over {f['limit']}")
-        lines.append(f"| {name} | {backend_label(f['backend'])} | {f['precision']} | {cells} | {delta} | {verdict} |")
+        if name == "eager":
+            lines.append(f"| {name} | {backend_label(f['backend'])} | {f['precision']} | {cells} | "
+                         + " | ".join("—" for _ in types) + " | — | reference |")
+            continue
+        deltas = []
+        for t in types:
+            interval = (f.get("interval") or {}).get(f"{t}_AP")
+            deltas.append(f"{f['delta'][f'{t}_AP']:+.4f}" +
+                          (f" [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else ""))
+        figures = figures_of(report, name)
+        shown = figures["verdict"]
+        if shown == INCONCLUSIVE:
+            shown += f" ({decide_text(figures)})"
+        lines.append(f"| {name} | {backend_label(f['backend'])} | {f['precision']} | {cells} | {' | '.join(deltas)} "
+                     f"| ±{f['limit']} | {shown} |")
     per_class = {n: f["per_class"] for n, f in report["files"].items()}
     classes = list(next(iter(per_class.values()))[types[0]])
     lines += ["", f"Per-class AP ({types[-1]}):", "", "| class | " + " | ".join(per_class) + " |",

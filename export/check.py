@@ -3,9 +3,14 @@ a report object that ``detdemo check-export``, its JUnit XML, the pytest plugin 
 
     from export.check import check_export
     result = check_export("exported/", images=["my_photos/"], data="data/val")
-    assert result.passed, result.failures()
+    assert result.passed, result.failures()   # False on a failure and on an inconclusive AP gate
     for case in result.cases:             # one per exported file x check ("parity", "accuracy")
         print(case.name, case.outcome, case.message)
+
+An AP gate whose interval straddles its limit (``export.gate``: INCONCLUSIVE, too few images to tell) is a
+skipped case with the reason, as CI systems show an unjudged test: never a pass, and not a failure either.
+``ExportCheck.verdict`` says which of PASS, FAIL, INCONCLUSIVE the folder as a whole is; ``check-export`` exits
+0, 1 and 3 for them.
 
 Order of work: every input is validated before any model runs (the folder and its manifest, the probe images,
 the labelled dataset and its classes against the model's), and nothing is written here: reports are written by
@@ -22,6 +27,7 @@ from pathlib import Path
 from detdemo.errors import DetDemoError
 from export.accuracy import AccuracyTolerances, accuracy_report, open_accuracy_data, verified_figures
 from export.formats import REDUCED
+from export.gate import FAIL, INCONCLUSIVE, PASS
 from export.parity import Tolerances, default_probes, family_limits, run_parity, summary_line
 
 OUTCOMES = ("passed", "failed", "skipped")
@@ -36,6 +42,7 @@ class CheckCase:
     check: str  # "parity" (detection by detection on the probes) or "accuracy" (AP on labelled data)
     outcome: str  # one of OUTCOMES; "skipped" never means passed (an unjudged file, with the reason)
     message: str
+    inconclusive: bool = False  # skipped because its AP gate could not decide on this data (not by design)
 
     @property
     def name(self) -> str:
@@ -52,11 +59,20 @@ class ExportCheck:
 
     @property
     def passed(self) -> bool:
-        """Every gated check passed (a skipped case does not fail the folder; CI systems see it as skipped)."""
-        return all(c.outcome != "failed" for c in self.cases)
+        """Every gated check passed and every AP gate decided: the export is verified. Cases skipped by design (a
+        reduced-precision file's parity, its AP gate without labelled data) do not count against it."""
+        return self.verdict == PASS
+
+    @property
+    def verdict(self) -> str:
+        """FAIL if any case failed, else INCONCLUSIVE if an AP gate could not decide, else PASS."""
+        if any(c.outcome == "failed" for c in self.cases):
+            return FAIL
+        return INCONCLUSIVE if any(c.inconclusive for c in self.cases) else PASS
 
     def failures(self) -> str:
-        return "\n".join(f"{c.name}: {c.message}" for c in self.cases if c.outcome == "failed")
+        """The failed and the inconclusive cases with their reasons (what stops the folder passing)."""
+        return "\n".join(f"{c.name}: {c.message}" for c in self.cases if c.outcome == "failed" or c.inconclusive)
 
     def case(self, file: str, check: str) -> CheckCase:
         for c in self.cases:
@@ -108,15 +124,17 @@ def _parity_case(name: str, b: dict, tol: dict) -> CheckCase:
 
 
 def _accuracy_case(name: str, f: dict, report: dict) -> CheckCase:
+    from export.accuracy import figures_of, verdict_line
+
     eager = report["files"]["eager"]["stats"]
     where = f"{report['data']} {report['split']}, {report['images']} images"
-    parts = [f"{t} AP {eager[t]['AP']:.4f} -> {f['stats'][t]['AP']:.4f} (ΔAP {f['delta'][f'{t}_AP']:+.4f})"
-             for t in report["iou_types"]]
-    text = f"{'; '.join(parts)}; limit |ΔAP| <= {f['limit']} ({f['precision']}; {where})"
-    verdict = f.get("verdict") or ("PASS" if f["passed"] else "FAIL")  # a gate may also say INCONCLUSIVE
-    if verdict == "INCONCLUSIVE":
-        return CheckCase(name, f["file"], "accuracy", "skipped", f"inconclusive: {text}")
-    return CheckCase(name, f["file"], "accuracy", "passed" if verdict == "PASS" else "failed", text)
+    aps = "; ".join(f"{t} AP {eager[t]['AP']:.4f} -> {f['stats'][t]['AP']:.4f}" for t in report["iou_types"])
+    figures = figures_of(report, name)
+    text = f"{aps}; {verdict_line(figures)} ({f['precision']}; {where})"
+    verdict = figures["verdict"]
+    if verdict == INCONCLUSIVE:
+        return CheckCase(name, f["file"], "accuracy", "skipped", f"inconclusive: {text}", inconclusive=True)
+    return CheckCase(name, f["file"], "accuracy", "passed" if verdict == PASS else "failed", text)
 
 
 def planned_cases(folder: str | Path, with_data: bool) -> list[tuple[str, Path, str]]:

@@ -20,6 +20,7 @@ from detdemo.fileio import write_json
 from detdemo.hub.card import ModelFacts, write_card
 from detdemo.models.portable import WEIGHTS_FILE, save_portable
 from export.formats import FORMATS, MANIFEST, backend_label, choice_label, choice_of, companions
+from export.gate import INCONCLUSIVE, decide_text, interval_text, iou_types_of, verdict_of
 
 REPORTS = ("parity.json", "parity.md", "accuracy.json", "accuracy.md")
 EXAMPLES = "examples"
@@ -67,10 +68,11 @@ def verification_lines(folder: Path, manifest: dict) -> list[str]:
                      f"{len(b.get('images', []))} probe images: **{verdict}** — max box difference "
                      f"{o.get('max_box_diff_px', 0):.2g} px, max score difference {o.get('max_score_diff', 0):.2g}")
     for name, f in (manifest.get("verified") or {}).items():
-        deltas = ", ".join(f"{k[1:-3]} ΔAP {v:+.4f}" for k, v in f.items() if k.startswith("d") and k.endswith("_AP"))
+        deltas = ", ".join(f"{t} {interval_text(f, t)}" for t in iou_types_of(f))
+        verdict = verdict_of(f)
+        why = f"; {decide_text(f)}" if verdict == INCONCLUSIVE else ""
         lines.append(f"{_label(name)}, AP on {Path(str(f.get('data', ''))).name} {f.get('split', '')} "
-                     f"({f.get('images', '?')} images): **{'PASS' if f.get('passed') else 'FAIL'}** — "
-                     f"{deltas} (limit {f.get('limit')})")
+                     f"({f.get('images', '?')} images): **{verdict}** — {deltas} (limit ±{f.get('limit')}{why})")
     return lines
 
 

@@ -7,7 +7,9 @@ collects one test per exported file x check, named ``<folder>::<file>::parity`` 
 the eager checkpoint on the probe images) and ``<folder>::<file>::accuracy`` (the AP gate, when
 ``--detdemo-data`` is given). A failure's message is the checker's own reasons (which probe, which detection, by
 how much). A reduced-precision file is judged by its AP: its parity test is skipped with the figures, its accuracy
-test is its verdict, and without labelled data it is skipped, saying so; a skip is never a pass.
+test is its verdict, and without labelled data it is skipped, saying so. An AP gate whose interval straddles its
+limit (INCONCLUSIVE: too few images to tell, ``export.gate``) is skipped with the figures and roughly how many
+images would decide it; a skip is never a pass.
 
 The check runs once per folder, when its first test runs, on the same ``export.check.check_export`` that
 ``detdemo check-export`` uses. The ``detdemo_parity`` fixture gives custom tests the report object.

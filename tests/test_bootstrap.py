@@ -44,3 +44,21 @@ def test_weighted_ap_equals_pycocotools_and_paired_intervals(shapes_dir):
     moved = paired_delta_interval(tables, damaged_tables, n_resamples=200)
     assert moved.delta != 0 and abs(moved.delta - (damaged.stats[0] - ev.stats[0])) < 1e-12
     assert moved.low <= moved.delta <= moved.high and moved.high > moved.low
+
+
+def test_a_file_without_detections_and_a_shared_reference(shapes_dir):
+    """pycocotools cannot load an empty result list: its tables come from the ground truth alone, counted as
+    pycocotools counts it, and its AP is 0; eager's resamples, computed once, serve every file alike."""
+    from detdemo.engine.bootstrap import PairedBootstrap, tables_without_detections
+
+    ev, damaged = _evals(shapes_dir)
+    tables = match_tables(ev)
+    empty = tables_without_detections(ev.cocoGt)
+    assert empty.image_ids == tables.image_ids and np.array_equal(empty.rec_thrs, tables.rec_thrs)
+    for a, b in zip(empty.categories, tables.categories):
+        assert np.array_equal(a.gt_per_image, b.gt_per_image) and a.tps.shape == (10, 0)
+    assert weighted_ap(empty, np.ones((1, len(tables.image_ids))))[0] == 0.0
+    boot = PairedBootstrap(tables, n_resamples=200)
+    nothing = boot.interval(empty)
+    assert abs(nothing.delta + ev.stats[0]) < 1e-12 and nothing.high < 0
+    assert boot.interval(match_tables(damaged)) == paired_delta_interval(tables, match_tables(damaged), 200)

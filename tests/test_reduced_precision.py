@@ -26,7 +26,8 @@ def labelled(tmp_path_factory) -> Path:
     from detdemo.data.shapes import ShapesConfig, generate_shapes
 
     out = tmp_path_factory.mktemp("labelled")
-    # 40 val images: a 1 % AP gate needs a sample where one detection is worth less than that
+    # 40 val images: enough for a 1 % AP gate to pass some faithful files, too few to decide every one (the
+    # verdicts that need more images are tests/test_gate.py's)
     generate_shapes(out, train=16, val=40, seed=7, cfg=ShapesConfig(min_side=240, max_side=320), progress=False)
     return out
 
@@ -44,8 +45,10 @@ def verified(labelled, tmp_path_factory) -> Path:
     assert "onnxruntime-int8" not in before.backends and "not verified" in before.missing["onnxruntime-int8"]
     assert "openvino" not in before.backends and "openvino-int8" not in before.backends
     probes = sorted((labelled / "val").iterdir())[:3]
-    assert main(["check-export", str(folder), "--probes", "basic", "--images", *map(str, probes),
-                 "--data", str(labelled)]) == 0
+    rc = main(["check-export", str(folder), "--probes", "basic", "--images", *map(str, probes), "--data",
+               str(labelled)])
+    verdict = json.loads((folder / "accuracy.json").read_text())["verdict"]
+    assert (verdict, rc) in (("PASS", 0), ("INCONCLUSIVE", 3))  # nothing failed; exit 3 says not all verified
     return folder
 
 
@@ -66,22 +69,29 @@ def test_the_accuracy_report_equals_eval_run_on_each_file(verified, labelled, tm
 
 def test_openvino_and_int8_agree_with_eager_within_the_reduced_precision_limit(verified):
     from detdemo.app.catalogue import entry_from_path
+    from export.formats import choice_of
     from export.openvino_ir import openvino_module
     from export.openvino_runtime import cpu_supports_bf16
 
     report = json.loads((verified / "accuracy.json").read_text())
     expected = "bf16" if cpu_supports_bf16(openvino_module().Core()) else "fp32"
     assert report["files"]["openvino"]["precision"] == expected
+    manifest = json.loads((verified / "export.json").read_text())
+    entry = entry_from_path(verified)
     for name in ("openvino", "onnx-int8", "openvino-int8"):
         f = report["files"][name]
         limit = 0.01 if f["precision"] in ("bf16", "int8") else 0.002  # OpenVINO runs fp32 on a CPU without bf16
-        assert f["limit"] == limit and f["passed"], (name, f["delta"])
-        assert all(abs(d) <= limit for k, d in f["delta"].items() if k.endswith("_AP"))
-    manifest = json.loads((verified / "export.json").read_text())
-    assert manifest["verified"]["openvino"]["passed"] and "dsegm_AP" in manifest["verified"]["onnx-int8"]
-    entry = entry_from_path(verified)  # verified: now offered, with its measured delta beside its name
-    assert {"onnxruntime-int8", "openvino", "openvino-int8"} <= set(entry.backends)
-    assert "ΔAP" in entry.label("onnxruntime-int8") and "ΔAP" in entry.label("onnxruntime")
+        # faithful files never fail; on 40 images some intervals still straddle the limit (INCONCLUSIVE)
+        assert f["limit"] == limit and f["verdict"] in ("PASS", "INCONCLUSIVE"), (name, f["delta"], f["interval"])
+        assert all(abs(d) <= limit for k, d in f["delta"].items() if k.endswith("_AP"))  # the point figure too
+        recorded = manifest["verified"][name]
+        assert recorded["verdict"] == f["verdict"] and recorded["dsegm_AP_interval"] == f["interval"]["segm_AP"]
+        choice = choice_of(name)
+        if f["verdict"] == "PASS":  # verified: now offered, with its measured delta and interval beside its name
+            assert choice in entry.backends and "ΔAP" in entry.label(choice) and "±" in entry.label(choice)
+        else:  # not offered, and the page says why
+            assert choice not in entry.backends and "inconclusive" in entry.missing[choice]
+    assert "ΔAP" in entry.label("onnxruntime")
 
 
 def test_a_damaged_int8_file_fails_the_gate_and_is_not_offered(verified, labelled, tmp_path):
@@ -98,6 +108,7 @@ def test_a_damaged_int8_file_fails_the_gate_and_is_not_offered(verified, labelle
     assert main(["check-export", str(folder), "--probes", "basic", "--data", str(labelled)]) == 1
     report = json.loads((folder / "accuracy.json").read_text())
     assert not report["files"]["onnx-int8"]["passed"] and report["files"]["onnx"]["passed"]
+    assert report["files"]["onnx-int8"]["verdict"] == "FAIL" and report["verdict"] == "FAIL"
     entry = entry_from_path(folder)
     assert "onnxruntime-int8" not in entry.backends and "failed its accuracy check" in entry.missing["onnxruntime-int8"]
 

@@ -66,13 +66,33 @@ class ModelEntry:
         return list(self.files) + ([EAGER_CHOICE] if self.loader and EAGER_CHOICE not in self.files else [])
 
     def label(self, choice: str) -> str:
-        """The backend's name, with its measured AP delta to eager when check-export --data recorded one."""
+        """The backend's name, with its measured AP delta to eager when check-export --data recorded one: "box ΔAP
+        -0.002 ± 0.004" (the range covers the 95 % interval; figures recorded before intervals show ΔAP alone),
+        and the verdict when it is not a pass (a float32 file is offered on its parity check)."""
+        from export.gate import IOU_NAMES, PASS, delta_text, iou_types_of, verdict_of
+
         figures = self.verified.get(choice)
         if not figures:
             return BACKEND_LABELS[choice]
-        deltas = ", ".join(f"{v:+.3f}" for k, v in figures.items() if k.startswith("d") and k.endswith("_AP"))
+        deltas = ", ".join(f"{IOU_NAMES.get(t, t)} ΔAP {delta_text(figures, t)}" for t in iou_types_of(figures))
+        verdict = verdict_of(figures)
+        if verdict != PASS:
+            deltas += f", {verdict.lower()}"
         precision = f" {figures['precision']}" if figures.get("precision") not in (None, "fp32", "int8") else ""
-        return f"{BACKEND_LABELS[choice]}{precision} (ΔAP {deltas})"
+        return f"{BACKEND_LABELS[choice]}{precision} ({deltas})"
+
+
+def _unverified_reason(figures: dict | None) -> str:
+    """Why a reduced-precision file is not offered: never checked, failed, or checked on too few images to tell."""
+    from export.gate import INCONCLUSIVE, decide_text, interval_text, iou_types_of, verdict_of
+
+    if not figures:
+        return "reduced precision, not verified on labelled data yet (detdemo check-export DIR --data ...)"
+    deltas = ", ".join(f"{t} {interval_text(figures, t)}" for t in iou_types_of(figures))
+    if verdict_of(figures) == INCONCLUSIVE:
+        return (f"its accuracy check on {figures['data']} was inconclusive, and only a verified file is offered: "
+                f"{deltas}; {decide_text(figures)}")
+    return f"failed its accuracy check on {figures['data']}: {deltas}, limit ±{figures.get('limit')}"
 
 
 def _recorded(folder: Path) -> dict:
@@ -158,9 +178,7 @@ def entry_from_path(path: str | Path, name: str | None = None, *, backend: str |
             figures = verified.get(choice)
             unverified = format_precision(fmt) in (*REDUCED, "auto") and not (figures and figures.get("passed"))
             if unverified:
-                missing[choice] = ("failed its accuracy check on " + figures["data"] if figures else
-                                   "reduced precision, not verified on labelled data yet (detdemo check-export "
-                                   "DIR --data ...)")
+                missing[choice] = _unverified_reason(figures)
             else:
                 files[choice] = file
         folder = path

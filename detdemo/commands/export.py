@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run_export)
 
     c = sub.add_parser("check-export", help="compare eager and exported models on probe images and, with --data, by "
-                                            "AP on your data (exit 1 on fail)")
+                                            "AP on your data (exit 1 on fail, 3 when an AP gate is inconclusive)")
     c.add_argument("dir", help="an export folder")
     c.add_argument("--images", nargs="*", default=None, help="probe images or folders (default: synthetic)")
     c.add_argument("--box-tol", type=float, default=None, help="max box difference in pixels")
@@ -39,7 +39,8 @@ def add_parser(sub) -> None:
     c.add_argument("--probes", choices=("full", "basic"), default="full",
                    help="full: images + blank, after-blank, tiny, large, grayscale; basic: images + blank, after-blank")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (every backend runs there)")
-    c.add_argument("--data", default=None, help="labelled dataset: evaluate eager and every file on it (AP deltas)")
+    c.add_argument("--data", default=None, help="labelled dataset: evaluate eager and every file on it (AP deltas with "
+                                                "their bootstrap intervals: PASS, FAIL or INCONCLUSIVE)")
     c.add_argument("--split", default="val")
     c.add_argument("--layout", choices=LAYOUTS)
     c.add_argument("--ap-tol", type=float, default=None, help="max |dAP| of float32 exports (default 0.002)")
@@ -48,6 +49,14 @@ def add_parser(sub) -> None:
     c.add_argument("--junit-xml", default=None, metavar="FILE",
                    help="also write the verdicts as JUnit XML (one test case per exported file x check)")
     c.set_defaults(func=run_check)
+
+
+def exit_code(verdict: str) -> int:
+    """check-export's exit status: 0 PASS, 1 FAIL, 3 INCONCLUSIVE (nothing failed, but an AP gate could not decide
+    on this data, so the export is not verified); 2 is every command's unusable-input status."""
+    from export.gate import FAIL, INCONCLUSIVE, PASS
+
+    return {PASS: 0, FAIL: 1, INCONCLUSIVE: 3}[verdict]
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -94,8 +103,9 @@ def check_data_usable(checkpoint, data: str, split: str) -> None:
 def run_check(args: argparse.Namespace) -> int:
     """Validate everything, run every check, and only then write the reports (and the JUnit file)."""
     from detdemo.commands.common import check_writable
-    from export.accuracy import AccuracyTolerances
+    from export.accuracy import AccuracyTolerances, figures_of, verdict_line
     from export.check import check_export, junit_xml, tolerances_from
+    from export.gate import INCONCLUSIVE
     from export.parity import summary_line
 
     if getattr(args, "junit_xml", None):
@@ -120,11 +130,12 @@ def run_check(args: argparse.Namespace) -> int:
         accuracy = result.accuracy
         for name, f in accuracy["files"].items():
             aps = ", ".join(f"{t} AP {f['stats'][t]['AP']:.4f}" for t in accuracy["iou_types"])
-            delta = "" if name == "eager" else " (dAP " + ", ".join(
-                f"{f['delta'][f'{t}_AP']:+.4f}" for t in accuracy["iou_types"]) + \
-                f"; limit {f['limit']}: {'PASS' if f['passed'] else 'FAIL'})"
-            print(f"{name:12s} {f['precision']:5s} {aps}{delta}")
+            verdict = "" if name == "eager" else f" ({verdict_line(figures_of(accuracy, name))})"
+            print(f"{name:12s} {f['precision']:5s} {aps}{verdict}")
     print(f"reports: {', '.join(str(p) for p in written)}")
     if getattr(args, "junit_xml", None):
         print(f"JUnit XML: {junit_xml(result, args.junit_xml)} ({len(result.cases)} test cases)")
-    return 0 if result.passed else 1
+    if result.verdict == INCONCLUSIVE:
+        print(f"not verified: {sum(c.inconclusive for c in result.cases)} AP gate(s) inconclusive on "
+              f"{result.accuracy['images']} images (exit {exit_code(INCONCLUSIVE)}); nothing failed")
+    return exit_code(result.verdict)

@@ -60,10 +60,11 @@ def _source_checkpoint(model: Path) -> Path:
 def _export_folder(args: argparse.Namespace, out: Path) -> Path:
     """The folder to publish: ``--model`` itself when it is an export folder, else a fresh, checked export."""
     from detdemo.checkpoint import BEST
-    from detdemo.commands.export import check_args, check_data_usable, run_check
+    from detdemo.commands.export import check_args, check_data_usable, exit_code, run_check
     from detdemo.errors import DetDemoError
     from export.exporters import export_checkpoint
     from export.formats import DEFAULT_FORMATS, MANIFEST
+    from export.gate import INCONCLUSIVE
     from export.publish import copy_evaluation
 
     model = Path(args.model)
@@ -76,7 +77,12 @@ def _export_folder(args: argparse.Namespace, out: Path) -> Path:
     export_checkpoint(checkpoint, DEFAULT_FORMATS, folder)
     if checkpoint.name == BEST:  # the run's evaluation pictures are best.pt's (the trainer draws them)
         copy_evaluation(checkpoint.parent, folder)
-    if run_check(check_args(folder, data=args.data)) != 0:
+    status = run_check(check_args(folder, data=args.data))
+    if status == exit_code(INCONCLUSIVE):
+        raise DetDemoError(f"{folder}: the AP check on {args.data} could not decide whether the exported files "
+                           "match (too few images: see accuracy.md there, which says about how many would); not "
+                           "publishing unverified files: give more labelled images, or publish without --data")
+    if status != 0:
         raise DetDemoError(f"{folder}: the exported files failed their check (see parity.md"
                            f"{' and accuracy.md' if args.data else ''} there); not publishing")
     return folder

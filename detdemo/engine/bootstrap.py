@@ -61,6 +61,26 @@ def match_tables(ev) -> MatchTables:
     return MatchTables(list(p.imgIds), tables, np.asarray(p.recThrs))
 
 
+def tables_without_detections(gt) -> MatchTables:
+    """The match tables of an empty result list (pycocotools cannot load one): every category's ground truth per
+    image, counted as pycocotools' ``evaluate`` counts it for area range "all" (crowd objects ignored), and no
+    detections, so its AP is 0 wherever a category has ground truth."""
+    from pycocotools.cocoeval import Params
+
+    p = Params(iouType="bbox")
+    image_ids, (low, high) = sorted(gt.getImgIds()), p.areaRng[0]
+    row = {image_id: i for i, image_id in enumerate(image_ids)}
+    n_thr, tables = len(p.iouThrs), []
+    for cat_id in sorted(gt.getCatIds()):
+        counts = np.zeros(len(image_ids))
+        for ann in gt.loadAnns(gt.getAnnIds(catIds=[cat_id])):
+            if not ann.get("iscrowd", 0) and low <= ann["area"] <= high:
+                counts[row[ann["image_id"]]] += 1
+        tables.append(CategoryTable(np.zeros(0, int), np.zeros((n_thr, 0), bool), np.zeros((n_thr, 0), bool),
+                                    counts))
+    return MatchTables(image_ids, tables, np.asarray(p.recThrs))
+
+
 def _category_ap(tab: CategoryTable, weights: np.ndarray, rec_thrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(AP of this category per resample, whether it counts: it has ground truth in that resample)."""
     n_pos = weights @ tab.gt_per_image  # (B,)
@@ -115,17 +135,31 @@ class PairedInterval:
         return (self.high - self.low) / 2
 
 
+class PairedBootstrap:
+    """One reference's AP over seeded resamples of its images, computed once; every candidate is then resampled
+    with the very same image sets (paired), so checking several files costs one re-accumulation each."""
+
+    def __init__(self, reference: MatchTables, n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> None:
+        n = len(reference.image_ids)
+        self.reference, self.level, self.seed = reference, level, seed
+        self.weights = resample_weights(n, n_resamples, seed)
+        self.reference_full = float(weighted_ap(reference, np.ones((1, n)))[0])
+        self.reference_resampled = weighted_ap(reference, self.weights)
+
+    def interval(self, candidate: MatchTables) -> PairedInterval:
+        """The interval of AP(candidate) - AP(reference) over the shared resamples."""
+        if self.reference.image_ids != candidate.image_ids:
+            raise ValueError("the two evaluations cover different images; a paired interval needs the same ones")
+        n = len(candidate.image_ids)
+        delta = float(weighted_ap(candidate, np.ones((1, n)))[0]) - self.reference_full
+        diffs = weighted_ap(candidate, self.weights) - self.reference_resampled
+        diffs = diffs[~np.isnan(diffs)]
+        tail = (1 - self.level) / 2 * 100
+        low, high = (np.percentile(diffs, [tail, 100 - tail]) if len(diffs) else (np.nan, np.nan))
+        return PairedInterval(delta, float(low), float(high), int(len(diffs)))
+
+
 def paired_delta_interval(reference: MatchTables, candidate: MatchTables, n_resamples: int = 1000, seed: int = 0,
                           level: float = 0.95) -> PairedInterval:
     """The interval of AP(candidate) - AP(reference) over the same resampled image sets."""
-    if reference.image_ids != candidate.image_ids:
-        raise ValueError("the two evaluations cover different images; a paired interval needs the same ones")
-    n = len(reference.image_ids)
-    full = np.ones((1, n))
-    delta = float(weighted_ap(candidate, full)[0] - weighted_ap(reference, full)[0])
-    w = resample_weights(n, n_resamples, seed)
-    diffs = weighted_ap(candidate, w) - weighted_ap(reference, w)
-    diffs = diffs[~np.isnan(diffs)]
-    tail = (1 - level) / 2 * 100
-    low, high = (np.percentile(diffs, [tail, 100 - tail]) if len(diffs) else (np.nan, np.nan))
-    return PairedInterval(delta, float(low), float(high), int(len(diffs)))
+    return PairedBootstrap(reference, n_resamples, seed, level).interval(candidate)
