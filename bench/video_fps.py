@@ -2,13 +2,13 @@
 against a baseline checkout of the code in the same run.
 
     python -m bench.video_fps --frames 100 [--backends onnxruntime ...] [--rounds 2] [--memory-frames 300]
-        [--baseline-tree DIR]
+        [--baseline-tree DIR] [--model EXPORT_FOLDER]
 
 Generates a clip of moving shapes (``detdemo.data.shapes.write_shapes_clip``, H.264, 640x480, 25 frames/s) and
-measures every backend file the bundled shapes model's folder holds (INT8 and OpenVINO files included when it has
-them; ``verified`` says whether the file counts: full-precision files are parity-checked at export, reduced-precision
-and OpenVINO files count only when the manifest's ``verified`` figures passed, as the app decides). For each, after a
-warm-up of a few frames:
+measures every backend file the bundled shapes model's folder (or ``--model``, another export folder) holds (INT8
+and OpenVINO files included when it has them; ``verified`` says whether the file counts: full-precision files are
+parity-checked at export, reduced-precision and OpenVINO files count only when the manifest's ``verified`` figures
+passed, as the app decides). For each, after a warm-up of a few frames:
 
 - **CLI**: ``detdemo.commands.predict.predict_video`` as ``detdemo predict --input clip.mp4`` runs it (decode, model,
   masks and boxes drawn, H.264 encode, per-frame JSON), with and without ``--track``, and with ``--no-masks``;
@@ -133,7 +133,7 @@ def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for name in ("torch", "torchvision", "onnxruntime", "openvino", "av", "numpy"):
+    for name in ("torch", "torchvision", "onnxruntime", "onnxruntime-gpu", "openvino", "av", "numpy", "trackers"):
         with contextlib.suppress(PackageNotFoundError):
             found[name] = version(name)
     return found
@@ -167,6 +167,7 @@ def main() -> None:
     p.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
     p.add_argument("--baseline-tree", type=Path, default=None,
                    help="another checkout of detdemo to compare with, measured in the same run")
+    p.add_argument("--model", type=Path, default=None, help="an export folder (default: the bundled shapes model)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -180,7 +181,7 @@ def main() -> None:
     from export.formats import choice_of
     from export.runtime import folder_files, load_predictor
 
-    model = REPO / "models" / "shapes"
+    model = (args.model or REPO / "models" / "shapes").resolve()
     entry = entry_from_path(model, "bench")
     choices = args.backends or [choice_of(fmt) for fmt in folder_files(model)]
     trees = {"this": REPO}
@@ -242,7 +243,8 @@ def main() -> None:
     versions = _versions()
     print(f"model input for a 640x480 frame: {size[1]}x{size[0]}; {usable_cpus()} usable CPU(s), {_cpu_name()}; "
           + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    payload = {"clip": {"width": 640, "height": 480, "fps": 25, "frames": args.frames}, "model_input_hw": size,
+    payload = {"clip": {"width": 640, "height": 480, "fps": 25, "frames": args.frames}, "model": str(model),
+               "model_input_hw": size,
                "trees": {k: str(v) for k, v in trees.items()}, "rows": rows, "runs": runs, "memory": memory,
                "versions": versions, "cpu": _cpu_name(), "usable_cpus": usable_cpus(),
                "note": "each backend in its own process per round and tree, trees alternating; the CPU may be "

@@ -412,15 +412,20 @@ def run_pipeline(predictor, reader: VideoReader, finish: Callable[[FrameResult],
     holds up neither.
 
     Both threads are this function's own, so their settings hold for the whole clip (Gradio runs each step of a
-    generator on whichever worker thread is free): torch's host-side work in them runs on one thread
-    (``device.start_thread``: on two cores a two-thread team for a 640x480 frame's small tensors waits more than it
-    works), except the model's own torch threads when the predictor's graph runs in torch (eager, TorchScript).
+    generator on whichever worker thread is free). Torch's intra-op threads (``device.start_thread``): one in the
+    finishing thread; in the detecting thread one too, or, when the graph itself runs in torch (eager, TorchScript),
+    one core fewer than the process may use, so the finishing thread keeps a core of its own. Measured on the 2-core
+    CPU under load, a 640x480 frame: a two-thread team for the host-side work's small tensors waits on its
+    descheduled partner more than it works, and with the finishing thread busy beside it a two-thread TorchScript
+    graph took 580-700 ms of CPU per frame against 62-68 ms on one thread (eager: 83-94 against 66).
 
     At most ``depth`` detected frames wait to be finished, so memory does not grow with the clip. An error in either
     thread is raised here. Closing the iterator (a Stop in the app, Ctrl-C, an error in the caller) stops both threads
     after the frame each is on and waits for them, so the model is free and no file is being written when it returns.
     """
-    from detdemo.inference.device import start_thread
+    import torch
+
+    from detdemo.inference.device import start_thread, usable_cpus
 
     stop = threading.Event()
     detected: queue.Queue = queue.Queue(maxsize=depth)
@@ -469,7 +474,9 @@ def run_pipeline(predictor, reader: VideoReader, finish: Callable[[FrameResult],
             if not put(finished, done):
                 return
 
-    model_threads = None if getattr(predictor, "uses_torch_threads", True) else 1
+    model_threads = 1
+    if getattr(predictor, "uses_torch_threads", True):
+        model_threads = max(1, min(torch.get_num_threads(), usable_cpus() - 1))
     threads = [start_thread(detect, name="detdemo-video-detect", torch_threads=model_threads)]
     try:
         threads.append(start_thread(finish_all, name="detdemo-video-finish", torch_threads=1))
