@@ -2,7 +2,7 @@
 against a baseline checkout of the code in the same run.
 
     python -m bench.video_fps --frames 100 [--backends onnxruntime ...] [--rounds 2] [--memory-frames 300]
-        [--baseline-tree DIR] [--model EXPORT_FOLDER]
+        [--baseline-tree DIR] [--model EXPORT_FOLDER] [--profile]
 
 Generates a clip of moving shapes (``detdemo.data.shapes.write_shapes_clip``, H.264, 640x480, 25 frames/s) and
 measures every backend file the bundled shapes model's folder (or ``--model``, another export folder) holds (INT8
@@ -21,8 +21,10 @@ model files), the trees alternating which goes first, so both see the same machi
 wall time of the whole run (model loading excluded); ``cpu_ms_per_frame`` = the process's CPU time per frame (all
 its threads), which other jobs on the machine disturb less than the wall time. The ratio is this tree's median
 frames/s over the baseline's. Memory: the peak resident size while processing ``--frames`` and ``--memory-frames``
-frames (ONNX Runtime, this tree), to show it does not grow with the clip. The 1-minute load average is recorded
-before and after every measurement: the CPU may be shared.
+frames (ONNX Runtime, this tree), to show it does not grow with the clip. ``--profile``: where a frame's time goes,
+each stage (decode, pre-processing, model, post-processing, mask pasting, drawing, encoding, JSON) timed one after
+the other on one thread, with torch's intra-op threads at 1 and at 2 (``--rounds 0`` for the profile alone). The
+1-minute load average is recorded before and after every measurement: the CPU may be shared.
 """
 
 from __future__ import annotations
@@ -105,6 +107,60 @@ def measure(spec: dict) -> list[dict]:
     return rows
 
 
+STAGES = ("decode", "preprocess", "model", "postprocess", "paste masks", "draw", "encode", "json")
+
+
+def profile(spec: dict) -> dict:
+    """Where one frame's time goes: every stage of the video path run one after the other on this process's main
+    thread, with torch's intra-op threads at ``spec["torch_threads"]`` (ONNX Runtime keeps its own). Per stage, the
+    mean wall time and process CPU time per frame (ms); "paste masks" is also inside "draw" (drawing pastes them
+    again), so it is left out of the total."""
+    import torch
+
+    from detdemo.inference.video import FrameResult, VideoReader, VideoWriter, annotate
+    from export.runtime import load_predictor
+
+    torch.set_num_threads(spec["torch_threads"])
+    predictor = load_predictor(Path(spec["model"]), "onnxruntime", "cpu")
+    wall = dict.fromkeys(STAGES, 0.0)
+    cpu = dict.fromkeys(STAGES, 0.0)
+
+    def timed(stage: str, fn, *a):
+        c, t = time.process_time(), time.perf_counter()
+        out = fn(*a)
+        wall[stage] += time.perf_counter() - t
+        cpu[stage] += time.process_time() - c
+        return out
+
+    def preprocess(image):
+        from detdemo.inference.pipeline import to_chw_float
+
+        x = predictor.transform.normalize(to_chw_float(image))
+        return predictor.transform.resize(x, None)[0]
+
+    n = 0
+    load_before = os.getloadavg()[0]
+    with torch.inference_mode(), VideoReader(spec["clip"]) as reader, \
+            VideoWriter(Path(spec["work"]) / "profile.mp4", reader.info.fps) as writer:
+        frames = reader.frames()
+        while (frame := timed("decode", next, frames, None)) is not None:
+            x = timed("preprocess", preprocess, frame.image)
+            raw = timed("model", predictor._run_graph, x)
+            det = timed("postprocess", predictor._postprocess, raw, tuple(x.shape[-2:]), frame.image.shape[:2], 0.5)
+            timed("paste masks", lambda d: [d.mask(i) for i in range(len(d))], det)
+            result = FrameResult(frame, det, 1.0)
+            drawn = timed("draw", annotate, result)
+            timed("encode", writer.write, drawn)
+            timed("json", lambda r: json.dumps(r.record()), result)
+            n += 1
+    row = {"torch_threads": spec["torch_threads"], "frames": n, "load_before": load_before,
+           "load_after": os.getloadavg()[0]}
+    for stage in STAGES:
+        row[f"{stage} wall"], row[f"{stage} cpu"] = 1000 * wall[stage] / n, 1000 * cpu[stage] / n
+    row["total cpu"] = sum(row[f"{s} cpu"] for s in STAGES if s != "paste masks")
+    return row
+
+
 def _child(spec: dict, tree: Path) -> list[dict]:
     """``measure`` in a fresh process that imports detdemo from ``tree``."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -168,10 +224,14 @@ def main() -> None:
     p.add_argument("--baseline-tree", type=Path, default=None,
                    help="another checkout of detdemo to compare with, measured in the same run")
     p.add_argument("--model", type=Path, default=None, help="an export folder (default: the bundled shapes model)")
+    p.add_argument("--profile", action="store_true",
+                   help="also time each stage of a frame (ONNX Runtime, this tree), with torch on 1 and 2 threads")
+    p.add_argument("--results", default="video_fps", help="name of the JSON written under bench/results/")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(measure(json.loads(args.child))))
+        spec = json.loads(args.child)
+        print(json.dumps(profile(spec) if "torch_threads" in spec else measure(spec)))
         return
 
     from bench.common import REPO, high_water_rss_mb, reset_peak_rss, table, write_json
@@ -222,6 +282,12 @@ def main() -> None:
             loads = [x[k] for x in mine for k in ("load_before", "load_after")]
             row["load"] = f"{min(loads):.1f}-{max(loads):.1f}"
             rows.append(row)
+    stages = []
+    if args.profile:
+        for threads in (1, 2):
+            spec = {"model": str(model), "clip": str(clip), "work": str(work), "torch_threads": threads}
+            stages.append(_child(spec, REPO))
+            print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in stages[-1].items()}, flush=True)
     memory = []
     if args.memory_frames:
         predictor = load_predictor(model, "onnxruntime", "cpu")
@@ -236,9 +302,19 @@ def main() -> None:
     columns = ["path", "backend", "this_fps", "this_cpu_ms"]
     if "baseline" in trees:
         columns += ["baseline_fps", "baseline_cpu_ms", "ratio", "round_ratios"]
-    print(table(rows, [*columns, "load", "verified"]))
+    if rows:
+        print(table(rows, [*columns, "load", "verified"]))
     if memory:
         print(table(memory, ["frames", "peak_rss_mb", "seconds", "load"]))
+    if stages:
+        columns = {f"{kind} ms, torch {p['torch_threads']} thread(s)": (p, kind) for p in stages
+                   for kind in ("cpu", "wall")}
+        per_stage = [{"stage": stage, **{c: p[f"{stage} {kind}"] for c, (p, kind) in columns.items()}}
+                     for stage in STAGES]
+        per_stage.append({"stage": "total (without paste masks)",
+                          **{c: p["total cpu"] if kind == "cpu" else None for c, (p, kind) in columns.items()}})
+        print("one frame's stages, one after the other (ONNX Runtime):")
+        print(table(per_stage, ["stage", *columns]))
     size = _input_size(model, 640, 480)
     versions = _versions()
     print(f"model input for a 640x480 frame: {size[1]}x{size[0]}; {usable_cpus()} usable CPU(s), {_cpu_name()}; "
@@ -246,10 +322,11 @@ def main() -> None:
     payload = {"clip": {"width": 640, "height": 480, "fps": 25, "frames": args.frames}, "model": str(model),
                "model_input_hw": size,
                "trees": {k: str(v) for k, v in trees.items()}, "rows": rows, "runs": runs, "memory": memory,
+               "stages": stages,
                "versions": versions, "cpu": _cpu_name(), "usable_cpus": usable_cpus(),
                "note": "each backend in its own process per round and tree, trees alternating; the CPU may be "
                        "shared (load averages recorded); model loading excluded"}
-    print(f"wrote {write_json('video_fps', payload)}")
+    print(f"wrote {write_json(args.results, payload)}")
 
 
 if __name__ == "__main__":

@@ -186,9 +186,9 @@ def onnx_session(path: str | Path, device="auto", threads: int | None = None):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # Idle intra-op workers sleep instead of spinning for the next task (ONNX Runtime's default spins): the host
     # pipeline around the graph (pre-processing, mask pasting; a video's decoding, drawing and encoding on their
-    # own threads) and other requests share the same cores. Measured on the 2-core CPU with other jobs running: the
-    # bundled model's graph alone at 2 threads 68 ms spinning vs 41 ms not (median); a 640x480 video through
-    # `detdemo predict` about 1.7 times the frames per second (docs/benchmarks.md, section 8).
+    # own threads) and other requests share the same cores. Measured on the 2-core CPU with other jobs running
+    # (load ~10): the bundled model's graph alone, 2 threads, median 68 ms spinning vs 41 ms not (docs/benchmarks.md,
+    # section 8, with the video pipeline it is part of).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers: list = ["CPUExecutionProvider"]
     if target.type == "cuda":
