@@ -133,6 +133,7 @@ class TorchScriptPredictor(HostPipeline):
     """Loading a TorchScript file runs code from it: only load files you trust (docs/export.md)."""
 
     backend = "torchscript"
+    uses_torch_threads = True
 
     def __init__(self, path: str | Path, device="auto") -> None:
         super().__init__()
@@ -183,6 +184,12 @@ def onnx_session(path: str | Path, device="auto", threads: int | None = None):
     opts.intra_op_num_threads = threads or usable_cpus()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Idle intra-op workers sleep instead of spinning for the next task (ONNX Runtime's default spins): the host
+    # pipeline around the graph (pre-processing, mask pasting; a video's decoding, drawing and encoding on their
+    # own threads) and other requests share the same cores. Measured on the 2-core CPU with other jobs running
+    # (load ~10): the bundled model's graph alone, 2 threads, median 68 ms spinning vs 41 ms not (docs/benchmarks.md,
+    # section 8, with the video pipeline it is part of).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers: list = ["CPUExecutionProvider"]
     if target.type == "cuda":
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": target.index or 0, **CUDA_PROVIDER_OPTIONS}))

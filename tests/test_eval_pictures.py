@@ -259,3 +259,110 @@ def test_the_model_tab_says_plainly_when_a_model_has_no_pictures(tmp_path):
     page = model_page(ModelEntry("bare", folder=tmp_path))
     assert page.pictures == [] and "no evaluation pictures" in page.figures.lower()
     assert model_page(ModelEntry("coco")).pictures == []
+
+
+# -- a mask model's gallery ------------------------------------------------------------------------------------------
+# Two images (told apart by width), 64 px high. A triangle (an ant) the model misses, whose mask is half its box;
+# a square bee found with its mask, and a round false alarm with a mask. Polygons in the annotation file, masks
+# from the predictor: the gallery must draw both kinds, in their own styles.
+TRIANGLE = [0, 0, 0, 40, 40, 40]  # lower-left half of the box (0, 0)-(40, 40): the diagonal y = x is its edge
+SQUARE = [10, 10, 50, 10, 50, 50, 10, 50]
+MASK_IMAGES = {80: {"gt": [(A, TRIANGLE)], "det": []},
+               81: {"gt": [(B, SQUARE)],
+                    "det": [(B, [10, 10, 50, 50], 0.9, "square"), (A, [55, 5, 75, 25], 0.8, "disk")]}}
+
+
+def _polygon_box(poly: list[float]) -> list[float]:
+    xs, ys = poly[0::2], poly[1::2]
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def _det_mask(kind: str, width: int) -> np.ndarray:
+    yy, xx = np.mgrid[:64, :width]
+    if kind == "square":
+        return (xx >= 10) & (xx < 50) & (yy >= 10) & (yy < 50)
+    return (xx - 65) ** 2 + (yy - 15) ** 2 <= 81
+
+
+@pytest.fixture(scope="module")
+def mask_dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny_masks")
+    (root / "val").mkdir()
+    (root / "annotations").mkdir()
+    images, anns = [], []
+    for i, (width, spec) in enumerate(MASK_IMAGES.items(), start=1):
+        name = f"img_{width}.png"
+        Image.fromarray(np.full((64, width, 3), 90, np.uint8)).save(root / "val" / name)
+        images.append({"id": i, "file_name": name, "width": width, "height": 64})
+        for cls, poly in spec["gt"]:
+            x0, y0, x1, y1 = _polygon_box(poly)
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cls + 1, "segmentation": [poly],
+                         "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0) / 2, "iscrowd": 0})
+    coco = {"images": images, "annotations": anns,
+            "categories": [{"id": k + 1, "name": n} for k, n in enumerate(CLASSES)]}
+    (root / "annotations" / "instances_val.json").write_text(json.dumps(coco))
+    return root
+
+
+class MaskPredictor(ScriptedPredictor):
+    def predict(self, image, *, score_threshold=None, timings=None) -> Detections:
+        width = int(image.shape[-1])
+        dets = MASK_IMAGES[width]["det"]
+        return Detections(np.array([d[1] for d in dets], np.float32).reshape(-1, 4),
+                          np.array([d[0] + 1 for d in dets], np.int64), np.array([d[2] for d in dets], np.float32),
+                          CLASSES, masks=np.array([_det_mask(d[3], width) for d in dets], bool).reshape(-1, 64, width),
+                          image_size=(64, width))
+
+
+def test_a_mask_models_gallery_draws_ground_truth_and_detected_masks(mask_dataset, tmp_path, monkeypatch):
+    import dataclasses
+
+    import detdemo.commands.common as common
+    from detdemo.cli import main
+    from detdemo.data.images import open_image
+    from detdemo.engine.eval_pictures import GALLERY_WIDTH_PX, draw_outcome, match_image
+
+    monkeypatch.setattr(common, "load_from_args", lambda args: MaskPredictor())
+    assert main(["eval", "--model", "x", "--data", str(mask_dataset), "--out", str(tmp_path / "e.json")]) == 0
+    numbers = json.loads((tmp_path / "e" / PICTURES_JSON).read_text())
+    assert numbers["gallery_masks"] is True and "segm" in numbers["curves"]
+    drawn = {g["image"]: g["masks"] for g in numbers["gallery"]}
+    assert drawn == {"img_80.png": {"ground_truth": 1, "detections": 0},
+                     "img_81.png": {"ground_truth": 1, "detections": 2}}
+
+    def picture(width: int, masks: bool) -> np.ndarray:
+        """The gallery picture of one image, drawn with its masks or, for comparison, with its boxes only."""
+        from pycocotools import mask as mask_utils
+
+        spec = MASK_IMAGES[width]
+        gt_masks = [mask_utils.merge(mask_utils.frPyObjects([poly], 64, width)) for _, poly in spec["gt"]]
+        det_masks = [mask_utils.encode(np.asfortranarray(_det_mask(d[3], width).astype(np.uint8)))
+                     for d in spec["det"]]
+        outcome = match_image(1, np.array([_polygon_box(p) for _, p in spec["gt"]], float).reshape(-1, 4),
+                              np.array([c for c, _ in spec["gt"]]),
+                              np.array([d[1] for d in spec["det"]], float).reshape(-1, 4),
+                              np.array([d[0] for d in spec["det"]]), np.array([d[2] for d in spec["det"]]), 0.5,
+                              gt_masks=gt_masks, det_masks=det_masks)
+        if not masks:
+            outcome = dataclasses.replace(outcome, gt_masks=None, det_masks=None)
+        path = draw_outcome(open_image(mask_dataset / "val" / f"img_{width}.png"), outcome, CLASSES,
+                            tmp_path / f"{width}_{masks}.png", "caption")
+        return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+    def differs(a: np.ndarray, b: np.ndarray, points) -> int:
+        return sum(int(np.abs(a[y, x] - b[y, x]).sum() > 30) for x, y in points)
+
+    for width in MASK_IMAGES:
+        scale = GALLERY_WIDTH_PX / width
+        with_masks, boxes_only = picture(width, True), picture(width, False)
+        assert with_masks.shape[1] == boxes_only.shape[1] == GALLERY_WIDTH_PX
+        if width == 80:  # the missed triangle: its outline runs along the box's diagonal, inside the box
+            diagonal = [(round(t * scale), round(t * scale)) for t in np.linspace(12, 28, 40)]
+            beside = [(round((t + 8) * scale), round(t * scale)) for t in np.linspace(12, 28, 40)]  # off the edge
+            assert differs(with_masks, boxes_only, diagonal) >= 10  # dotted: most, not all, of the line
+            assert differs(with_masks, boxes_only, beside) == 0  # an outline, not a fill
+        else:  # the found square and the false alarm's disk: filled inside, away from the boxes and labels
+            inside = [(round(x * scale), round(y * scale)) for x, y in ((30, 35), (40, 40), (25, 45), (65, 17))]
+            assert differs(with_masks, boxes_only, inside) == len(inside)
+            background = [(round(x * scale), round(y * scale)) for x, y in ((5, 58), (70, 55))]
+            assert differs(with_masks, boxes_only, background) == 0

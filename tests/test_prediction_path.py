@@ -126,6 +126,34 @@ def test_thread_counts_follow_the_cpus_this_process_may_use(tmp_path):
     assert out.stdout.split() == ["1", "1"]
 
 
+def test_onnx_runtime_workers_sleep_rather_than_spin_between_tasks():
+    """Spinning workers take the cores the host pipeline (and a video's drawing and encoding threads) run on."""
+    from export.runtime import onnx_session
+
+    session, _, _ = onnx_session(BUNDLED / "model.onnx", "cpu")
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_a_thread_started_with_its_own_torch_thread_count_leaves_the_others_alone():
+    import threading
+
+    from detdemo.inference.device import start_thread
+
+    def count(into: list) -> None:
+        torch.ones(1000).add_(1)  # a parallel operation: the thread has settled on its count
+        into.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    inside: list = []
+    start_thread(lambda: count(inside), name="one-thread", torch_threads=1).join()
+    later: list = []
+    thread = threading.Thread(target=count, args=(later,))
+    thread.start()
+    thread.join()
+    assert inside == [1]
+    assert torch.get_num_threads() == before and later == [before]  # this thread's, and a new thread's default
+
+
 def test_cgroup_cpu_quota_caps_the_thread_count(tmp_path):
     import os
 

@@ -112,6 +112,95 @@ def test_every_n_samples_frames_in_a_folder_of_images_and_videos(clip, tmp_path)
     assert [v["frames"] for v in index["videos"]] == [FRAMES // 2]
 
 
+# -- the pipeline's threads -----------------------------------------------------------------------------------------
+
+
+def _pipeline_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("detdemo-video")]
+
+
+@pytest.fixture(scope="module")
+def onnx_predictor():
+    from export.runtime import load_predictor
+
+    return load_predictor(SHAPES, "onnxruntime", "cpu")
+
+
+def test_the_pipeline_finishes_every_frame_in_order_with_what_the_model_gives_it(clip, onnx_predictor):
+    from detdemo.inference.video import run_pipeline
+
+    seen = []
+    with VideoReader(clip[0]) as reader:
+        done = list(run_pipeline(onnx_predictor, reader, lambda r: seen.append(r) or len(seen), every=2))
+    assert [d.index for d in done] == [r.frame.index for r in seen] == list(range(0, FRAMES, 2))
+    assert [d.value for d in done] == list(range(1, FRAMES // 2 + 1))  # what finish returned, frame by frame
+    assert [d.timestamp for d in done] == pytest.approx([i / FPS for i in range(0, FRAMES, 2)])
+    for result in seen[:3]:  # the same detections as predicting the frame on its own (threads may differ: 1e-3 px)
+        alone = onnx_predictor.predict(result.frame.image, score_threshold=0.5)
+        assert result.det.labels.tolist() == alone.labels.tolist()
+        assert np.abs(result.det.boxes - alone.boxes).max() < 1e-3
+    assert _pipeline_threads() == []
+
+
+def test_an_error_while_finishing_a_frame_stops_the_pipeline_and_reaches_the_caller(clip, onnx_predictor):
+    from detdemo.inference.video import run_pipeline
+
+    calls = []
+
+    def finish(result):
+        calls.append(result.frame.index)
+        if len(calls) == 3:
+            raise OSError("disk full")
+
+    with VideoReader(clip[0]) as reader, pytest.raises(OSError, match="disk full"):
+        for _ in run_pipeline(onnx_predictor, reader, finish):
+            pass
+    assert calls == [0, 1, 2] and _pipeline_threads() == []
+
+
+def test_closing_the_pipeline_stops_both_threads_within_a_frame_or_two(clip, onnx_predictor):
+    from detdemo.inference.video import run_pipeline
+
+    calls = []
+    with VideoReader(clip[0]) as reader:
+        pipeline = run_pipeline(onnx_predictor, reader, lambda r: calls.append(r.frame.index), depth=2)
+        assert next(pipeline).index == 0
+        pipeline.close()  # what a Stop in the app or Ctrl-C does
+        assert _pipeline_threads() == []
+    assert len(calls) < FRAMES // 2  # it stopped, it did not run the clip to its end first
+
+
+def test_masks_are_blended_where_they_cover_and_nowhere_else_the_last_on_top():
+    """The region-limited blend against the plain whole-frame rule: each covered pixel blended once, in float32,
+    with the colour of the last mask covering it; every other pixel unchanged. Masks overlap, one touches the
+    frame's corner, one is empty."""
+    from detdemo.engine.draw import _blend_masks, image_to_tensor
+    from detdemo.inference.detections import Detections
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    masks = np.zeros((4, 48, 64), dtype=bool)
+    masks[0, 5:30, 10:40] = True
+    masks[1, 20:48, 30:64] = rng.random((28, 34)) > 0.3  # ragged, overlaps the first, reaches the corner
+    masks[2, 0:3, 0:2] = True
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (9, 9, 9)]
+    det = Detections(np.zeros((4, 4), np.float32), np.array([1, 2, 3, 1]), np.ones(4, np.float32), ["a", "b", "c"],
+                     masks=masks)
+    drawn = _blend_masks(image_to_tensor(image), det, colours, 0.45).permute(1, 2, 0).numpy()
+    coloured = image.copy()
+    for mask, colour in zip(masks, colours):
+        coloured[mask] = colour
+    covered = masks.any(axis=0)
+    a = np.float32(0.45)
+    want = image.copy()
+    want[covered] = (image[covered].astype(np.float32) * (np.float32(1) - a)
+                     + coloured[covered].astype(np.float32) * a).astype(np.uint8)
+    assert np.array_equal(drawn, want)
+    assert np.array_equal(drawn[~covered], image[~covered]) and not np.array_equal(drawn[covered], image[covered])
+
+
 # -- bad videos ------------------------------------------------------------------------------------------------------
 
 
@@ -262,6 +351,7 @@ def test_stopping_leaves_no_half_written_outputs(clip, catalogue, tmp_path):
     stream = stream_video(catalogue, clip[0], BUNDLED_MODEL_NAME, "onnxruntime", out_dir=out)
     assert next(stream).segment
     stream.close()  # what the page's Stop does to the running generator
+    assert _pipeline_threads() == []  # nothing runs on: the model is free for the next visitor
     assert not (out / "clip.annotated.mp4").exists() and not (out / "clip.detections.json").exists()
     assert not list(out.glob(".*.tmp"))
 

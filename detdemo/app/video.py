@@ -13,6 +13,7 @@ pixels). Both keep one visitor's turn on a shared CPU bounded.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,15 +56,14 @@ def stream_video(catalogue: Catalogue, path: str | Path | None, model: str, back
     """Annotate the clip at ``path`` frame by frame; see the module docstring. Raises ``DetDemoError`` (a message
     for the page, naming the file) for a file that is not a readable video or is over the limit."""
     from detdemo.inference.video import (
-        FrameWorker,
         VideoOutputs,
         VideoReader,
         VideoWriter,
         annotate,
-        detect_frames,
         output_head,
         output_tail,
         quiet_ffmpeg,
+        run_pipeline,
     )
 
     if path is None or str(path) == "":
@@ -90,7 +90,7 @@ def stream_video(catalogue: Catalogue, path: str | Path | None, model: str, back
         meter, start, frames, segments = FrameRate(), time.perf_counter(), 0, []
         scaled = (f", scaled to {round(info.width * reader.scale)}x{round(info.height * reader.scale)}"
                   if reader.scale != 1.0 else "")
-        segment, segment_writer = None, None
+        writing: dict = {}  # the open segment: its path and writer (only the pipeline's finishing thread uses it)
 
         def status(rate: float, final: bool = False) -> str:
             done = f"**{frames}** frame(s)" + (f" of about {-(-info.frame_count // every)}" if info.frame_count
@@ -100,45 +100,46 @@ def stream_video(catalogue: Catalogue, path: str | Path | None, model: str, back
                     f"{', tracking' if track else ''})")
             return text + "".join(f"\n\n**Warning:** {w}" for w in warnings[-5:])
 
-        def close_segment():
-            nonlocal segment, segment_writer
-            segment_writer.close()
-            done = segment
-            segment, segment_writer = None, None
-            segments.append(done)
-            while len(segments) > KEEP_SEGMENTS:
-                segments.pop(0).unlink(missing_ok=True)
-            return str(done)
+        def close_segment() -> Path:
+            writing.pop("writer").close()
+            return writing.pop("path")
 
-        def draw_and_write(result) -> None:  # on the FrameWorker's thread, while the model runs on the next frame
-            nonlocal segment, segment_writer
+        def draw_and_write(result) -> Path | None:
+            """On the pipeline's finishing thread, while the model runs on the next frame: the frame drawn, into the
+            MP4, the JSON and the open segment; returns the segment this frame completed, if it did."""
             drawn = annotate(result, masks=masks, boxes=boxes, labels=labels)
             outputs.add(result, drawn)
-            if segment_writer is None:
-                segment = out_dir / f"segment-{(outputs.frames - 1) // per_segment:05d}.ts"
-                segment_writer = VideoWriter(segment, fps, container_format="mpegts", codec="libx264")
-            segment_writer.write(drawn)
+            if "writer" not in writing:
+                writing["path"] = out_dir / f"segment-{(outputs.frames - 1) // per_segment:05d}.ts"
+                writing["writer"] = VideoWriter(writing["path"], fps, container_format="mpegts", codec="libx264")
+            writing["writer"].write(drawn)
+            return close_segment() if outputs.frames % per_segment == 0 else None
+
+        def shown(segment: Path) -> str:
+            """A finished segment handed to the page; older ones are deleted (Gradio has read them by then)."""
+            segments.append(segment)
+            while len(segments) > KEEP_SEGMENTS:
+                segments.pop(0).unlink(missing_ok=True)
+            return str(segment)
 
         try:
-            with VideoOutputs(video_path, json_path, head, fps) as outputs, FrameWorker() as worker:
-                for result in detect_frames(predictor, reader, every=every, score_threshold=float(score_threshold),
-                                            track=track, classes=classes):
-                    if result.frame.timestamp > MAX_DURATION_S:
+            with VideoOutputs(video_path, json_path, head, fps) as outputs, contextlib.closing(
+                    run_pipeline(predictor, reader, draw_and_write, every=every, score_threshold=float(score_threshold),
+                                 track=track, classes=classes)) as pipeline:
+                for done in pipeline:
+                    if done.timestamp > MAX_DURATION_S:
                         raise DetDemoError(f"'{path.name}' runs past {MAX_DURATION_S:.0f} s; this page takes clips "
                                            f"up to {MAX_DURATION_S:.0f} s")
                     catalogue.count_model_call()
-                    worker.submit(lambda r=result: draw_and_write(r))
                     frames += 1
                     rate = meter.tick()
-                    if frames % per_segment == 0:
-                        worker.drain()
-                        yield VideoUpdate(close_segment(), status(rate))
-                worker.drain()
+                    if done.value is not None:
+                        yield VideoUpdate(shown(done.value), status(rate))
                 outputs.finish(**output_tail(reader, outputs.frames))
-                last = close_segment() if segment_writer is not None else None
+                last = shown(close_segment()) if "writer" in writing else None
         finally:
-            if segment_writer is not None:  # stopped mid-segment
-                segment_writer.close()
+            if "writer" in writing:  # stopped mid-segment
+                writing["writer"].close()
         overall = frames / max(time.perf_counter() - start, 1e-9)
         if last is not None:
             yield VideoUpdate(last, status(overall, final=True))

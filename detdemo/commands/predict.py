@@ -4,6 +4,7 @@ annotated video beside a per-frame detections JSON, with any model file."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -99,15 +100,14 @@ def predict_video(predictor, path: Path, out: Path, args) -> dict:
     from tqdm import tqdm
 
     from detdemo.inference.video import (
-        FrameWorker,
         VideoOutputs,
         VideoReader,
         annotate,
-        detect_frames,
         output_fps,
         output_head,
         output_tail,
         quiet_ffmpeg,
+        run_pipeline,
     )
 
     quiet_ffmpeg()
@@ -122,11 +122,14 @@ def predict_video(predictor, path: Path, out: Path, args) -> dict:
         head = output_head(info, predictor, every=args.every, score_threshold=args.score_threshold, track=args.track)
         try:
             with VideoOutputs(video_out, json_out, head, output_fps(info, args.every)) as outputs:
-                with FrameWorker() as worker:  # frame i is drawn and encoded while the model runs on frame i+1
-                    for result in detect_frames(predictor, reader, every=args.every,
-                                                score_threshold=args.score_threshold, track=args.track):
-                        worker.submit(lambda r=result: (outputs.add(r, annotate(r, masks=not args.no_masks)),
-                                                        bar.update(1)))
+                def draw_and_write(result) -> None:  # on the pipeline's own thread, while the model runs on the next
+                    outputs.add(result, annotate(result, masks=not args.no_masks))
+
+                with contextlib.closing(run_pipeline(predictor, reader, draw_and_write, every=args.every,
+                                                     score_threshold=args.score_threshold,
+                                                     track=args.track)) as pipeline:
+                    for _ in pipeline:
+                        bar.update(1)
                 outputs.finish(**output_tail(reader, outputs.frames))
         finally:
             bar.close()

@@ -5,7 +5,8 @@ Everything comes from the evaluation that produced the COCO figures (``EvalResul
 results entries and each IoU type's ``COCOeval``), so drawing the pictures never runs the model again. The curves
 are ``COCOeval.eval['precision']`` itself (all areas, 100 detections per image): nothing is re-measured. The
 confusion matrix and the gallery need a decision per detection, which AP does not make (it sweeps every score), so
-they are taken at one stated score threshold and IoU 0.5, on boxes (a mask model is judged by its boxes here).
+they are taken at one stated score threshold and IoU 0.5, on boxes (a mask model is judged by its boxes here). A
+mask model's gallery draws the masks too, from the same COCO entries the segm figures were computed from.
 
 The numbers go to ``pictures.json`` beside the PNGs, so tests and the app read back exactly what was drawn.
 """
@@ -37,8 +38,12 @@ CORRECT, WRONG_CLASS, FALSE_ALARM, IGNORED = "correct", "wrong class", "false al
 FOUND, MISSED = "found", "missed"
 WRONG_CLASS_COLOUR, FALSE_ALARM_COLOUR = (255, 120, 0), (255, 0, 0)
 GT_FOUND_COLOUR, GT_MISSED_COLOUR = "#ffffff", "#ffff00"  # dashed, over a black stroke: visible on any image
+GT_MASK_LINESTYLE = ":"  # a ground-truth mask's outline (dotted: its box is dashed)
+MASK_ALPHA = 0.45  # a detected mask's fill, as the app draws it
 GALLERY_STYLES = ("ground truth dashed (white found, yellow missed or given the wrong class), detections solid "
-                  "(class colour when right, orange for the wrong class, red for a false alarm)")
+                  "(class colour when right, orange for the wrong class, red for a false alarm); for a mask model, "
+                  "each ground-truth mask as a dotted outline in its box's colour and each detected mask filled "
+                  "translucent in its class colour")
 
 
 def pictures_dir(json_path: str | Path) -> Path:
@@ -65,6 +70,9 @@ class ImageOutcome:
     det_scores: np.ndarray
     det_status: list[str]  # CORRECT / WRONG_CLASS / FALSE_ALARM / IGNORED
     det_match: list[int]  # the ground truth each detection matched, -1 for none
+    # A mask model's masks as COCO segmentations (RLE), aligned with the boxes above; decoded only when drawn.
+    gt_masks: list[dict] | None = None
+    det_masks: list[dict] | None = None
 
     def count(self, status: str) -> int:
         return self.det_status.count(status) if status != MISSED else self.gt_status.count(MISSED)
@@ -103,13 +111,16 @@ def _inside_fraction(det: np.ndarray, regions: np.ndarray) -> np.ndarray:
 
 def match_image(image_id: int, gt_boxes: np.ndarray, gt_labels: np.ndarray, det_boxes: np.ndarray,
                 det_labels: np.ndarray, det_scores: np.ndarray, score_threshold: float,
-                crowd_boxes: np.ndarray | None = None, iou_threshold: float = MATCH_IOU) -> ImageOutcome:
+                crowd_boxes: np.ndarray | None = None, iou_threshold: float = MATCH_IOU,
+                gt_masks: list[dict] | None = None, det_masks: list[dict] | None = None) -> ImageOutcome:
     """Greedy matching by descending score, as COCOeval matches: first each detection to the best-overlapping
     unmatched ground truth of its own class; then the detections left over to unmatched ground truth of another
     class (wrong class). A detection still unmatched is a false alarm unless it lies in a crowd region; ground
-    truth still unmatched is missed. So the matrix's diagonal is COCO's true positives at this threshold."""
+    truth still unmatched is missed. So the matrix's diagonal is COCO's true positives at this threshold.
+    ``gt_masks``/``det_masks`` (COCO segmentations aligned with the boxes) only ride along, for the gallery."""
     keep = np.flatnonzero(det_scores >= score_threshold)
     keep = keep[np.argsort(-det_scores[keep], kind="stable")]
+    det_masks = None if det_masks is None else [det_masks[k] for k in keep]
     det_boxes, det_labels, det_scores = det_boxes[keep].reshape(-1, 4), det_labels[keep], det_scores[keep]
     gt_boxes = gt_boxes.reshape(-1, 4)
     ious = _iou(det_boxes, gt_boxes)
@@ -132,7 +143,7 @@ def match_image(image_id: int, gt_boxes: np.ndarray, gt_labels: np.ndarray, det_
                       for d, s in enumerate(det_status)]
     gt_status = [MISSED if t < 0 else (FOUND if det_status[t] == CORRECT else WRONG_CLASS) for t in gt_taken]
     return ImageOutcome(image_id, gt_boxes, gt_labels, gt_status, det_boxes, det_labels, det_scores, det_status,
-                        det_match)
+                        det_match, gt_masks, det_masks)
 
 
 def confusion_matrix(outcomes: list[ImageOutcome], num_classes: int) -> np.ndarray:
@@ -152,9 +163,10 @@ def confusion_matrix(outcomes: list[ImageOutcome], num_classes: int) -> np.ndarr
     return m
 
 
-def match_evaluation(gt, detections: list[dict], score_threshold: float) -> tuple[list[str], list[ImageOutcome]]:
+def match_evaluation(gt, detections: list[dict], score_threshold: float,
+                     masks: bool = False) -> tuple[list[str], list[ImageOutcome]]:
     """Class names (the ground truth's category order) and every image's outcome, from a pycocotools ``COCO``
-    ground truth and COCO results entries."""
+    ground truth and COCO results entries; with ``masks``, each outcome keeps the masks (as RLE) for the gallery."""
     cats = [c["id"] for c in gt.dataset["categories"]]
     index = {cat: k for k, cat in enumerate(cats)}
     by_image: dict[int, list[dict]] = {}
@@ -166,6 +178,10 @@ def match_evaluation(gt, detections: list[dict], score_threshold: float) -> tupl
         plain = [a for a in anns if not a.get("iscrowd")]
         crowd = [a for a in anns if a.get("iscrowd")]
         dets = [r for r in by_image.get(image_id, []) if int(r["category_id"]) in index]
+        gt_masks = det_masks = None
+        if masks:
+            gt_masks = [gt.annToRLE(a) if a.get("segmentation") else None for a in plain]
+            det_masks = [r.get("segmentation") for r in dets]
         outcomes.append(match_image(
             image_id,
             np.array([_xyxy(a["bbox"]) for a in plain], dtype=np.float64).reshape(-1, 4),
@@ -174,7 +190,8 @@ def match_evaluation(gt, detections: list[dict], score_threshold: float) -> tupl
             np.array([index[int(r["category_id"])] for r in dets], dtype=np.int64),
             np.array([float(r["score"]) for r in dets], dtype=np.float64),
             score_threshold,
-            np.array([_xyxy(a["bbox"]) for a in crowd], dtype=np.float64).reshape(-1, 4)))
+            np.array([_xyxy(a["bbox"]) for a in crowd], dtype=np.float64).reshape(-1, 4),
+            gt_masks=gt_masks, det_masks=det_masks))
     return [gt.cats[c]["name"] for c in cats], outcomes
 
 
@@ -216,6 +233,7 @@ class PictureNumbers:
     gallery: list[dict] = field(default_factory=list)  # drawn images: picture file, source image, counts
     files: dict[str, str] = field(default_factory=dict)  # what -> file name in the pictures folder
     boxes_only_matrix: bool = True  # the matrix and gallery judge boxes (so a mask model's too)
+    gallery_masks: bool = False  # the gallery draws masks too (a mask model evaluated on data with masks)
 
     @property
     def matrix_labels(self) -> list[str]:
@@ -231,9 +249,10 @@ def compute_numbers(result, score_threshold: float = DEFAULT_SCORE_THRESHOLD,
     """The pictures' numbers from one ``EvalResult`` (which keeps its ground truth, detections and COCOeval)."""
     if result.gt is None:
         raise ValueError("this evaluation kept no ground truth (EvalResult from an older detdemo?)")
-    names, outcomes = match_evaluation(result.gt, result.detections, score_threshold)
+    masks = "segm" in result.stats  # (a model that found nothing has no segm COCOeval, but its misses have masks)
+    names, outcomes = match_evaluation(result.gt, result.detections, score_threshold, masks=masks)
     numbers = PictureNumbers(names, float(score_threshold), MATCH_IOU,
-                             confusion_matrix(outcomes, len(names)).tolist())
+                             confusion_matrix(outcomes, len(names)).tolist(), gallery_masks=masks)
     for iou_type, ev in result.coco_evals.items():
         curves = precision_curves(ev, names)
         numbers.curves[iou_type] = curves
@@ -364,22 +383,44 @@ def _outlined(width: float) -> list:
     return [patheffects.Stroke(linewidth=width + 2, foreground="black"), patheffects.Normal()]
 
 
-def _legend_handles():
+def _legend_handles(masks: bool = False):
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
-    return [Line2D([], [], color=GT_FOUND_COLOUR, ls="--", lw=2, label="ground truth, found",
-                   path_effects=_outlined(2)),
-            Line2D([], [], color=GT_MISSED_COLOUR, ls="--", lw=2.5, label="ground truth, missed or wrong class",
-                   path_effects=_outlined(2.5)),
-            Line2D([], [], color="grey", lw=3, label="detection, correct (class colour)"),
-            Line2D([], [], color=np.array(WRONG_CLASS_COLOUR) / 255, lw=3, label="detection, wrong class"),
-            Line2D([], [], color=np.array(FALSE_ALARM_COLOUR) / 255, lw=3, label="detection, false alarm")]
+    handles = [Line2D([], [], color=GT_FOUND_COLOUR, ls="--", lw=2, label="ground truth, found",
+                      path_effects=_outlined(2)),
+               Line2D([], [], color=GT_MISSED_COLOUR, ls="--", lw=2.5, label="ground truth, missed or wrong class",
+                      path_effects=_outlined(2.5)),
+               Line2D([], [], color="grey", lw=3, label="detection, correct (class colour)"),
+               Line2D([], [], color=np.array(WRONG_CLASS_COLOUR) / 255, lw=3, label="detection, wrong class"),
+               Line2D([], [], color=np.array(FALSE_ALARM_COLOUR) / 255, lw=3, label="detection, false alarm")]
+    if masks:
+        handles += [Line2D([], [], color=GT_FOUND_COLOUR, ls=GT_MASK_LINESTYLE, lw=2,
+                           label="ground-truth mask (outline, its box's colour)", path_effects=_outlined(2)),
+                    Patch(facecolor="grey", alpha=MASK_ALPHA, label="detected mask (filled, class colour)")]
+    return handles
+
+
+def _mask_at(segmentation: dict | None, size: tuple[int, int]) -> np.ndarray:
+    """A COCO segmentation (RLE) as a boolean mask of ``size`` (height, width): decoded at the image's own size, then
+    scaled as the image was (bilinear, kept where at least half covered). All False when there is none."""
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    if not segmentation:
+        return np.zeros(size, dtype=bool)
+    full = mask_utils.decode(segmentation)
+    if full.shape == size:
+        return full.astype(bool)
+    scaled = Image.fromarray(full * np.uint8(255)).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return np.asarray(scaled) >= 128
 
 
 def draw_outcome(image, outcome: ImageOutcome, class_names: list[str], path: Path, title: str) -> Path:
     """One gallery picture: detections drawn by ``draw_detections`` (solid boxes, ``class: score``; wrong class in
-    orange, false alarms in red), ground truth on top as dashed outlines (white found, yellow missed or taken by
-    a detection of another class), and a legend explaining the styles."""
+    orange, false alarms in red; a mask model's masks filled translucent in the class colour), ground truth on top
+    as dashed boxes (white found, yellow missed or taken by a detection of another class) and, for a mask model,
+    each ground-truth mask's dotted outline in its box's colour; and a legend explaining the styles."""
     from PIL import Image
 
     from detdemo.engine.draw import draw_detections, image_to_tensor
@@ -387,22 +428,26 @@ def draw_outcome(image, outcome: ImageOutcome, class_names: list[str], path: Pat
 
     scale = GALLERY_WIDTH_PX / image.width
     image = image.resize((GALLERY_WIDTH_PX, round(image.height * scale)), Image.Resampling.BILINEAR)
+    size = (image.height, image.width)
     canvas = image_to_tensor(image)
     colour = {WRONG_CLASS: WRONG_CLASS_COLOUR, FALSE_ALARM: FALSE_ALARM_COLOUR}
+    masks = outcome.det_masks is not None or outcome.gt_masks is not None
     for statuses in ((CORRECT, IGNORED), (WRONG_CLASS,), (FALSE_ALARM,)):
         keep = np.array([s in statuses for s in outcome.det_status], dtype=bool)
         if not keep.any():
             continue
+        drawn = None
+        if outcome.det_masks is not None:
+            drawn = np.stack([_mask_at(outcome.det_masks[d], size) for d in np.flatnonzero(keep)])
         det = Detections((outcome.det_boxes[keep] * scale).astype(np.float32), outcome.det_labels[keep] + 1,
-                         outcome.det_scores[keep].astype(np.float32), class_names,
-                         image_size=(image.height, image.width))
+                         outcome.det_scores[keep].astype(np.float32), class_names, masks=drawn, image_size=size)
         matched = None if statuses[0] == CORRECT else np.zeros(len(det), dtype=bool)
-        canvas = draw_detections(canvas, det, masks=False, matched=matched,
+        canvas = draw_detections(canvas, det, masks=drawn is not None, mask_alpha=MASK_ALPHA, matched=matched,
                                  unmatched_colour=colour.get(statuses[0], (255, 0, 0)))
     plt = _pyplot()
     from matplotlib.patches import Rectangle
 
-    dpi, strip = 80, 1.1  # inches below the image for the caption and the legend
+    dpi, strip = 80, 1.45 if masks else 1.1  # inches below the image for the caption and the legend
     height = image.height / dpi + strip
     fig = plt.figure(figsize=(image.width / dpi, height), dpi=dpi)
     ax = fig.add_axes((0, strip / height, 1, 1 - strip / height))
@@ -414,7 +459,16 @@ def draw_outcome(image, outcome: ImageOutcome, class_names: list[str], path: Pat
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ls="--", lw=width,
                                edgecolor=GT_FOUND_COLOUR if found else GT_MISSED_COLOUR,
                                path_effects=_outlined(width)))
-    fig.legend(handles=_legend_handles(), loc="lower center", ncols=2, fontsize=7.5, frameon=False,
+    for segmentation, status in zip(outcome.gt_masks or [], outcome.gt_status):
+        mask = _mask_at(segmentation, size)
+        if not mask.any():
+            continue
+        found = status == FOUND
+        width = 1.5 if found else 2.0
+        outline = ax.contour(mask.astype(np.float32), levels=[0.5], linestyles=GT_MASK_LINESTYLE, linewidths=width,
+                             colors=[GT_FOUND_COLOUR if found else GT_MISSED_COLOUR])
+        outline.set_path_effects(_outlined(width))
+    fig.legend(handles=_legend_handles(masks), loc="lower center", ncols=2, fontsize=7.5, frameon=False,
                title=title, title_fontsize=8, handlelength=3.5)
     _save(fig, path, dpi=dpi, palette=True)
     return path
@@ -459,6 +513,9 @@ def write_pictures(result, folder: str | Path, dataset=None, score_threshold: fl
                                 "image_id": o.image_id, "missed": o.count(MISSED),
                                 "false_alarms": o.count(FALSE_ALARM), "wrong_class": o.count(WRONG_CLASS),
                                 "caption": _caption(o, source, score_threshold)})
+        if numbers.gallery_masks:  # how many masks the picture draws: outlined ground truth, filled detections
+            numbers.gallery[-1]["masks"] = {"ground_truth": sum(bool(m) for m in o.gt_masks or []),
+                                            "detections": sum(bool(m) for m in o.det_masks or [])}
     write_json(folder / PICTURES_JSON, numbers.to_dict())
     return numbers
 

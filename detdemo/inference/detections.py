@@ -120,6 +120,7 @@ class Predictor(Protocol):
     class_names: list[str]
     device: str  # where the model runs, as the runtime really got it ("cpu", "cuda:0")
     notes: list[str]  # anything a user should see (a provider fallback), empty when all is as asked
+    uses_torch_threads: bool  # the graph runs in torch (eager, TorchScript) and wants torch's intra-op threads
 
     def predict(self, image, *, score_threshold: float | None = None,
                 timings: dict[str, float] | None = None) -> Detections:

@@ -31,6 +31,7 @@ def _cpu_has_bf16() -> bool:
 
 class EagerPredictor(HostPipeline):
     backend = "pytorch"
+    uses_torch_threads = True
 
     def __init__(self, model: nn.Module, class_names: list[str], *, path: str | Path = "", device="auto",
                  precision: str = "fp32") -> None:

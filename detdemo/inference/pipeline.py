@@ -103,14 +103,16 @@ def to_chw_float(image) -> torch.Tensor:
         raise DetDemoError(f"image has no pixels (shape {arr.shape})")
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
-    arr = arr[..., :3]
-    if arr.dtype == np.uint8:
-        arr = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        arr = arr.astype(np.float32) / 65535.0
+    # Channels first while the pixels are still integers (a quarter of the bytes of float32), then one float32
+    # array written once: the same values as converting and then dividing (float32(x) / float32(255) either way).
+    chw = np.ascontiguousarray(arr[..., :3].transpose(2, 0, 1))
+    if chw.dtype == np.uint8:
+        out = np.divide(chw, np.float32(255.0), dtype=np.float32)
+    elif chw.dtype == np.uint16:
+        out = np.divide(chw, np.float32(65535.0), dtype=np.float32)
     else:
-        arr = arr.astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+        out = chw.astype(np.float32)
+    return torch.from_numpy(out)
 
 
 class HostPipeline:
@@ -125,6 +127,7 @@ class HostPipeline:
     path: Path = Path()
     device: str = "cpu"
     mask_threshold: float = MASK_THRESHOLD
+    uses_torch_threads: bool = False  # True where _run_graph runs torch modules (eager, TorchScript)
 
     def __init__(self) -> None:
         self.notes: list[str] = []

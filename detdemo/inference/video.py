@@ -18,6 +18,8 @@ a player shows them.
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -382,41 +384,113 @@ class VideoOutputs:
         self._stack.__exit__(*exc)
 
 
-class FrameWorker:
-    """Drawing, encoding and writing of finished frames on one background thread, in order, while the model runs
-    on the next frame (numpy, torch, FFmpeg and ONNX Runtime release the GIL, so the two overlap on two cores).
-    At most ``depth`` frames wait, so memory stays bounded; a job's error is raised by the next ``submit`` or by
-    ``drain``. Use as a context manager: leaving waits for the queued jobs (or, on an error, drops them)."""
+@dataclass(frozen=True)
+class Finished:
+    """A frame that went all the way through ``run_pipeline``: where it is in the clip, and what ``finish``
+    returned for it. Deliberately without the frame's pixels, so finished frames cost nothing to queue."""
 
-    def __init__(self, depth: int = 2) -> None:
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
+    index: int
+    timestamp: float
+    value: object = None
 
-        self.depth = depth
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detdemo-video")
-        self._pending: deque = deque()
 
-    def submit(self, job: Callable[[], None]) -> None:
-        self._pending.append(self._pool.submit(job))
-        while len(self._pending) > self.depth or (self._pending and self._pending[0].done()):
-            self._pending.popleft().result()
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
 
-    def drain(self) -> None:
-        while self._pending:
-            self._pending.popleft().result()
 
-    def __enter__(self) -> FrameWorker:
-        return self
+_END = object()
+FINISHED_QUEUE = 256  # finished frames the caller may fall behind by (small records; bounded all the same)
 
-    def __exit__(self, exc_type, *exc) -> None:
+
+def run_pipeline(predictor, reader: VideoReader, finish: Callable[[FrameResult], object], *, every: int = 1,
+                 score_threshold: float = 0.5, track: bool = False, classes: list[str] | None = None,
+                 depth: int = 2) -> Iterator[Finished]:
+    """Every sampled frame decoded and detected (``detect_frames``) on one thread, then ``finish``ed (drawn,
+    encoded, written) on another, while the caller iterates over the finished frames, in order. Frame i is drawn and
+    encoded while the model runs on frame i+1, and the caller's own pace (a progress bar, Gradio sending a segment)
+    holds up neither.
+
+    Both threads are this function's own, so their settings hold for the whole clip (Gradio runs each step of a
+    generator on whichever worker thread is free). Torch's intra-op threads (``device.start_thread``): one in the
+    finishing thread; in the detecting thread one too, or, when the graph itself runs in torch (eager, TorchScript),
+    one core fewer than the process may use, so the finishing thread keeps a core of its own. Measured on the 2-core
+    CPU under load, a 640x480 frame: a two-thread team for the host-side work's small tensors waits on its
+    descheduled partner more than it works, and with the finishing thread busy beside it a two-thread TorchScript
+    graph took 580-700 ms of CPU per frame against 62-68 ms on one thread (eager: 83-94 against 66).
+
+    At most ``depth`` detected frames wait to be finished, so memory does not grow with the clip. An error in either
+    thread is raised here. Closing the iterator (a Stop in the app, Ctrl-C, an error in the caller) stops both threads
+    after the frame each is on and waits for them, so the model is free and no file is being written when it returns.
+    """
+    import torch
+
+    from detdemo.inference.device import start_thread, usable_cpus
+
+    stop = threading.Event()
+    detected: queue.Queue = queue.Queue(maxsize=depth)
+    finished: queue.Queue = queue.Queue(maxsize=FINISHED_QUEUE)
+
+    def put(q: queue.Queue, item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(q: queue.Queue):
+        while not stop.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
+
+    def detect() -> None:
         try:
-            if exc_type is None:
-                self.drain()
-            else:
-                for future in self._pending:
-                    future.cancel()
-        finally:
-            self._pool.shutdown(wait=True)
+            for result in detect_frames(predictor, reader, every=every, score_threshold=score_threshold,
+                                        track=track, classes=classes):
+                if not put(detected, result):
+                    return
+            put(detected, _END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            put(detected, _Failed(exc))
+
+    def finish_all() -> None:
+        while True:
+            item = get(detected)
+            if item is None:  # stopped
+                return
+            if item is _END or isinstance(item, _Failed):
+                put(finished, item)
+                return
+            try:
+                done = Finished(item.frame.index, item.frame.timestamp, finish(item))
+            except BaseException as exc:  # noqa: BLE001
+                put(finished, _Failed(exc))
+                return
+            if not put(finished, done):
+                return
+
+    model_threads = 1
+    if getattr(predictor, "uses_torch_threads", True):
+        model_threads = max(1, min(torch.get_num_threads(), usable_cpus() - 1))
+    threads = [start_thread(detect, name="detdemo-video-detect", torch_threads=model_threads)]
+    try:
+        threads.append(start_thread(finish_all, name="detdemo-video-finish", torch_threads=1))
+        while True:
+            item = finished.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
 
 
 def output_head(info: VideoInfo, predictor, *, every: int, score_threshold: float, track: bool,
