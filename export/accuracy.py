@@ -59,6 +59,9 @@ def open_accuracy_data(data: str, class_names: list[str], split: str = "val", la
                            val_fraction=val_fraction, seed=seed)
     if len(dataset) == 0:
         raise DataError(f"{data}: split {split!r} holds no images to evaluate on")
+    if dataset.num_objects() == 0:  # pycocotools' AP is -1 (undefined) for every file: nothing could be judged
+        raise DataError(f"{data}: split {split!r} holds {len(dataset)} images but no labelled objects; an AP "
+                        "check needs annotated images")
     return dataset
 
 

@@ -259,3 +259,17 @@ def test_figures_recorded_before_intervals_still_read(tmp_path):
     assert delta_text(old, "bbox") == "-0.000"
     entry = ModelEntry("m", verified={"onnxruntime-int8": old})
     assert entry.label("onnxruntime-int8") == "ONNX Runtime INT8 (box ΔAP -0.000)"
+
+
+def test_a_split_without_labelled_objects_is_refused_before_any_model_runs(tmp_path):
+    """pycocotools' AP is -1 for every file on it: nothing can be judged, so it is bad input (exit 2), not an
+    inconclusive gate with an infinite interval."""
+    from detdemo.data.shapes import generate_shapes
+    from detdemo.errors import DataError
+    from export.accuracy import open_accuracy_data
+
+    generate_shapes(tmp_path, train=0, val=2, seed=0, progress=False)
+    ann = tmp_path / "annotations" / "instances_val.json"
+    ann.write_text(json.dumps({**json.loads(ann.read_text()), "annotations": []}))
+    with pytest.raises(DataError, match="2 images but no labelled objects"):
+        open_accuracy_data(str(tmp_path), ["circle", "square", "triangle"])
