@@ -29,6 +29,7 @@ from export.gate import (
     combined,
     decide_text,
     gate,
+    interval_known,
     interval_text,
     iou_types_of,
     verdict_of,
@@ -107,8 +108,9 @@ def accuracy_report(reference, candidates: list[tuple[str, object]], data: str, 
         gates = {t: gate(delta[f"{t}_AP"], intervals[t].low, intervals[t].high, limit, len(dataset))
                  for t in iou_types}
         verdict, need = combined(list(gates.values()))
+        known = {f"{t}_AP": [g.low, g.high] if interval_known((g.low, g.high)) else None for t, g in gates.items()}
         files[name] = {"backend": predictor.backend, "precision": precision, "file": str(predictor.path), **got,
-                       "delta": delta, "interval": {f"{t}_AP": [g.low, g.high] for t, g in gates.items()},
+                       "delta": delta, "interval": known,
                        "limit": limit, "verdict": verdict, "images_to_decide": need, "passed": verdict == PASS}
     verdicts = [f["verdict"] for n, f in files.items() if n != "eager"]
     overall = FAIL if FAIL in verdicts else INCONCLUSIVE if INCONCLUSIVE in verdicts else PASS
@@ -179,7 +181,7 @@ def markdown(report: dict) -> str:
         for t in types:
             interval = (f.get("interval") or {}).get(f"{t}_AP")
             deltas.append(f"{f['delta'][f'{t}_AP']:+.4f}" +
-                          (f" [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else ""))
+                          (f" [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else " [unknown]" if boot else ""))
         figures = figures_of(report, name)
         shown = figures["verdict"]
         if shown == INCONCLUSIVE:

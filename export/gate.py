@@ -79,8 +79,8 @@ def _round_up(n: float) -> int:
 
 
 def gate(delta: float, low: float, high: float, limit: float, images: int) -> Gate:
-    """The gate of one IoU type, the interval widened to contain ``delta``. A NaN interval (no resample had
-    ground truth) counts as the widest possible: inconclusive."""
+    """The gate of one IoU type, the interval widened to contain ``delta``. A NaN interval (unknown: no resample
+    had ground truth, or one image whose ΔAP is not 0) counts as the widest possible: inconclusive."""
     if math.isnan(low) or math.isnan(high):
         low, high = -math.inf, math.inf
     return Gate(delta, min(low, delta), max(high, delta), limit, images)
@@ -134,9 +134,17 @@ def iou_types_of(figures: dict) -> list[str]:
     return [k[1:-3] for k in figures if k.startswith("d") and k.endswith("_AP")]
 
 
+def interval_known(interval) -> bool:
+    """Whether a gate's interval is finite (one with no estimate is recorded as None: JSON has no infinity)."""
+    return interval is not None and all(math.isfinite(v) for v in interval)
+
+
 def decide_text(figures: dict) -> str:
     """Why an inconclusive verdict is one, and what would decide it."""
-    need = figures.get("images_to_decide")
+    need, images = figures.get("images_to_decide"), figures.get("images", "?")
+    if any(not figures.get(f"d{t}_AP_interval") for t in iou_types_of(figures)):
+        return (f"no interval could be estimated on {images} image(s) — a bootstrap over images needs two or more "
+                "with labelled objects; more labelled images would decide it")
     what = (f"about {need} labelled images of this kind would decide it" if need else
             "ΔAP sits on the limit: more images would not decide it")
-    return f"its interval straddles the ±{figures.get('limit')} limit on {figures.get('images', '?')} images; {what}"
+    return f"its interval straddles the ±{figures.get('limit')} limit on {images} images; {what}"

@@ -261,6 +261,32 @@ def test_figures_recorded_before_intervals_still_read(tmp_path):
     assert entry.label("onnxruntime-int8") == "ONNX Runtime INT8 (box ΔAP -0.000)"
 
 
+def test_one_image_gives_no_interval_and_no_verdict_but_an_identical_file_still_passes():
+    """With one image every resample is that image: a zero-width "interval" that says nothing about other images
+    would turn the gate back into a point comparison (measured on the bundled shapes model's INT8 file: segm ΔAP
+    -0.030 "FAIL" on one image, INCONCLUSIVE on three). So it is unknown, the file inconclusive, and the text
+    says why instead of "ΔAP sits on the limit"; no infinity reaches the JSON."""
+    import numpy as np
+
+    from detdemo.engine.bootstrap import CategoryTable, MatchTables, PairedBootstrap
+    from export.gate import decide_text, interval_known
+
+    def tables(tp: bool) -> MatchTables:
+        hit = np.array([[tp]] * 10)
+        return MatchTables([7], [CategoryTable(np.zeros(1, int), hit, ~hit, np.ones(1))], np.linspace(0, 1, 101))
+
+    boot = PairedBootstrap(tables(True), n_resamples=50)
+    same = boot.interval(tables(True))
+    assert (same.delta, same.low, same.high) == (0.0, 0.0, 0.0)
+    assert gate(same.delta, same.low, same.high, 0.01, 1).verdict == PASS
+    missed = boot.interval(tables(False))
+    assert missed.delta < -0.99 and math.isnan(missed.low) and math.isnan(missed.high)
+    g = gate(missed.delta, missed.low, missed.high, 0.01, 1)
+    assert g.verdict == INCONCLUSIVE and g.images_to_decide is None and not interval_known((g.low, g.high))
+    figures = {"images": 1, "limit": 0.01, "verdict": INCONCLUSIVE, "dbbox_AP": -1.0, "images_to_decide": None}
+    assert "no interval could be estimated on 1 image" in decide_text(figures)
+
+
 def test_a_split_without_labelled_objects_is_refused_before_any_model_runs(tmp_path):
     """pycocotools' AP is -1 for every file on it: nothing can be judged, so it is bad input (exit 2), not an
     inconclusive gate with an infinite interval."""

@@ -126,8 +126,8 @@ def resample_weights(n_images: int, n_resamples: int, seed: int = 0) -> np.ndarr
 @dataclass(frozen=True)
 class PairedInterval:
     delta: float  # the AP difference on the full set (exactly pycocotools')
-    low: float  # the 95 % interval of the difference over resamples
-    high: float
+    low: float  # the 95 % interval of the difference over resamples; NaN where unknown (no resample had ground
+    high: float  # truth, or a single image whose difference is not 0)
     resamples: int
 
     @property
@@ -156,6 +156,8 @@ class PairedBootstrap:
         diffs = diffs[~np.isnan(diffs)]
         tail = (1 - self.level) / 2 * 100
         low, high = (np.percentile(diffs, [tail, 100 - tail]) if len(diffs) else (np.nan, np.nan))
+        if n < 2 and delta != 0:  # one image is its only resample: a zero-width "interval" that says nothing of
+            low = high = np.nan  # other images (it would make the gate a point comparison again); unknown
         return PairedInterval(delta, float(low), float(high), int(len(diffs)))
 
 
