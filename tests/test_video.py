@@ -172,6 +172,53 @@ def test_closing_the_pipeline_stops_both_threads_within_a_frame_or_two(clip, onn
     assert len(calls) < FRAMES // 2  # it stopped, it did not run the clip to its end first
 
 
+def test_an_error_while_detecting_reaches_the_caller_and_stops_the_pipeline(clip, onnx_predictor):
+    from detdemo.inference.video import run_pipeline
+
+    class Failing:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def __getattr__(self, name):
+            return getattr(onnx_predictor, name)
+
+        def predict(self, image, **kwargs):
+            self.calls += 1
+            if self.calls == 4:
+                raise RuntimeError("the runtime gave up")
+            return onnx_predictor.predict(image, **kwargs)
+
+    finished = []
+    with VideoReader(clip[0]) as reader, pytest.raises(RuntimeError, match="gave up"):
+        for done in run_pipeline(Failing(), reader, lambda r: None):
+            finished.append(done.index)
+    assert finished == [0, 1, 2] and _pipeline_threads() == []
+
+
+def test_an_interrupt_while_the_pipeline_starts_leaves_no_thread_running(clip, onnx_predictor, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt, in the caller's thread) just after the detecting thread has started, before the
+    pipeline knows of it: that thread is stopped too, not left waiting forever on a full queue with the model."""
+    import time
+
+    import detdemo.inference.device as device
+    from detdemo.inference.video import run_pipeline
+
+    real = device.start_thread
+
+    def start_thread(target, **kwargs):
+        real(target, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(device, "start_thread", start_thread)
+    with VideoReader(clip[0]) as reader:
+        with pytest.raises(KeyboardInterrupt):
+            next(run_pipeline(onnx_predictor, reader, lambda r: None))
+        deadline = time.monotonic() + 10  # not joined (never handed back), it stops after the frame it is on
+        while _pipeline_threads() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _pipeline_threads() == []
+
+
 def test_masks_are_blended_where_they_cover_and_nowhere_else_the_last_on_top():
     """The region-limited blend against the plain whole-frame rule: each covered pixel blended once, in float32,
     with the colour of the last mask covering it; every other pixel unchanged. Masks overlap, one touches the

@@ -98,7 +98,10 @@ def start_thread(target: Callable[[], None], *, name: str, torch_threads: int | 
 
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
-    ready.wait()
-    if torch_threads is not None:
-        torch.set_num_threads(default)
+    try:
+        ready.wait()
+    finally:  # even when interrupted while waiting (Ctrl-C in a notebook), after the new thread has set its count:
+        if torch_threads is not None:  # the default must not stay at the new thread's
+            ready.wait(timeout=5)
+            torch.set_num_threads(default)
     return thread

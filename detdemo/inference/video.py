@@ -477,8 +477,9 @@ def run_pipeline(predictor, reader: VideoReader, finish: Callable[[FrameResult],
     model_threads = 1
     if getattr(predictor, "uses_torch_threads", True):
         model_threads = max(1, min(torch.get_num_threads(), usable_cpus() - 1))
-    threads = [start_thread(detect, name="detdemo-video-detect", torch_threads=model_threads)]
-    try:
+    threads: list[threading.Thread] = []
+    try:  # started inside: an interrupt even as the first starts still stops it (the finally sets ``stop``)
+        threads.append(start_thread(detect, name="detdemo-video-detect", torch_threads=model_threads))
         threads.append(start_thread(finish_all, name="detdemo-video-finish", torch_threads=1))
         while True:
             item = finished.get()
