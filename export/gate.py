@@ -145,6 +145,7 @@ def decide_text(figures: dict) -> str:
     if any(not figures.get(f"d{t}_AP_interval") for t in iou_types_of(figures)):
         return (f"no interval could be estimated on {images} image(s) — a bootstrap over images needs two or more "
                 "with labelled objects; more labelled images would decide it")
-    what = (f"about {need} labelled images of this kind would decide it" if need else
+    what = (f"about {need} labelled images of this kind would decide it (rough: it assumes ΔAP stays as measured)"
+            if need else
             "ΔAP sits on the limit: more images would not decide it")
     return f"its interval straddles the ±{figures.get('limit')} limit on {images} images; {what}"
