@@ -299,3 +299,12 @@ def test_a_split_without_labelled_objects_is_refused_before_any_model_runs(tmp_p
     ann.write_text(json.dumps({**json.loads(ann.read_text()), "annotations": []}))
     with pytest.raises(DataError, match="2 images but no labelled objects"):
         open_accuracy_data(str(tmp_path), ["circle", "square", "triangle"])
+
+
+@pytest.mark.parametrize("option, value", [("--reduced-ap-tol", "-1"), ("--ap-tol", "nan"), ("--box-tol", "-0.5"),
+                                           ("--mask-iou-min", "1.5")])
+def test_check_export_refuses_a_tolerance_that_no_file_could_meet_or_every_file_would(option, value, capsys):
+    """A negative limit failed every file ("limit ±-1.0: FAIL", exit 1) and NaN passed none: both typos, exit 2."""
+    with pytest.raises(SystemExit) as exc:
+        main(["check-export", str(BUNDLED), option, value])
+    assert exc.value.code == 2 and option in capsys.readouterr().err

@@ -32,9 +32,9 @@ def add_parser(sub) -> None:
                                             "AP on your data (exit 1 on fail, 3 when an AP gate is inconclusive)")
     c.add_argument("dir", help="an export folder")
     c.add_argument("--images", nargs="*", default=None, help="probe images or folders (default: synthetic)")
-    c.add_argument("--box-tol", type=float, default=None, help="max box difference in pixels")
-    c.add_argument("--score-tol", type=float, default=None, help="max score difference")
-    c.add_argument("--mask-iou-min", type=float, default=None, help="min mask IoU of matched detections")
+    c.add_argument("--box-tol", type=tolerance, default=None, help="max box difference in pixels")
+    c.add_argument("--score-tol", type=tolerance, default=None, help="max score difference")
+    c.add_argument("--mask-iou-min", type=fraction, default=None, help="min mask IoU of matched detections")
     c.add_argument("--report-dir", default=None, help="where the reports go (default: the export folder)")
     c.add_argument("--probes", choices=("full", "basic"), default="full",
                    help="full: images + blank, after-blank, tiny, large, grayscale; basic: images + blank, after-blank")
@@ -43,12 +43,27 @@ def add_parser(sub) -> None:
                                                 "their bootstrap intervals: PASS, FAIL or INCONCLUSIVE)")
     c.add_argument("--split", default="val")
     c.add_argument("--layout", choices=LAYOUTS)
-    c.add_argument("--ap-tol", type=float, default=None, help="max |dAP| of float32 exports (default 0.002)")
-    c.add_argument("--reduced-ap-tol", type=float, default=None,
+    c.add_argument("--ap-tol", type=tolerance, default=None, help="max |dAP| of float32 exports (default 0.002)")
+    c.add_argument("--reduced-ap-tol", type=tolerance, default=None,
                    help="max |dAP| of reduced-precision exports (default 0.01)")
     c.add_argument("--junit-xml", default=None, metavar="FILE",
                    help="also write the verdicts as JUnit XML (one test case per exported file x check)")
     c.set_defaults(func=run_check)
+
+
+def tolerance(text: str) -> float:
+    """A tolerance option: a number >= 0 (a negative limit would fail every file, a NaN pass none; both are typos)."""
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text}")
+    return value
 
 
 def exit_code(verdict: str) -> int:
