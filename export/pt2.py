@@ -34,9 +34,14 @@ EXTRA = "detdemo.json"
 
 def export_pt2(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id: str = "") -> Path:
     """Saved through a buffer (the archive's folder is then named ``archive``, not after a temporary file), without
-    the example image the trace used (1.3 MB of noise for the bundled model; nothing reads it back)."""
+    the example image the trace used (1.3 MB of noise for the bundled model; nothing reads it back) and without the
+    nodes' stack traces (the exporting machine's file paths, in a file that may be published)."""
     program = export_program(model, cfg)
     program.example_inputs = None
+    for graph_module in program.graph_module.modules():
+        if isinstance(graph_module, torch.fx.GraphModule):
+            for node in graph_module.graph.nodes:
+                node.meta.pop("stack_trace", None)
     meta = build_metadata(cfg, "pt2", exporter=EXPORTER, transform=transform_spec(model), export_id=export_id)
     buffer = io.BytesIO()
     try:
@@ -69,9 +74,6 @@ class ExportedProgramPredictor(HostPipeline):
         except Exception as exc:  # noqa: BLE001
             raise DetDemoError(f"{path}: cannot load ExportedProgram ({first_line(exc)})") from None
         self.precision = "fp32"
-
-    def _preprocess_device(self) -> torch.device:
-        return torch.device("cpu")
 
     def _run_graph(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.module(x.to(self._device))

@@ -26,6 +26,7 @@ from detdemo.inference.device import resolve_device, usable_cpus
 from detdemo.inference.pipeline import HostPipeline, transform_from_spec
 from detdemo.models.portable import CONFIG_FILE
 from export.archives import archive_kind
+from export.errors import first_line
 from export.formats import (
     BACKENDS,
     DEFAULT_BACKEND_FOR_KIND,
@@ -147,8 +148,8 @@ class TorchScriptPredictor(HostPipeline):
         try:
             with torchscript_quiet():
                 self.module = torch.jit.load(str(path), map_location=self._device, _extra_files=extra)
-        except Exception as exc:  # noqa: BLE001
-            raise DetDemoError(f"{path}: cannot load TorchScript file ({type(exc).__name__})") from None
+        except Exception as exc:  # noqa: BLE001 - a damaged file, or a PyTorch without torch.jit
+            raise DetDemoError(f"{path}: cannot load TorchScript file ({first_line(exc)})") from None
         self.meta = json.loads(extra[TORCHSCRIPT_EXTRA] or "{}")
         init_from_meta(self, Path(path))
         self.precision = "fp32"
