@@ -1,4 +1,5 @@
-"""Export toolkit: TorchScript and ONNX export, the runtimes that read exported files, and parity checks.
+"""Export toolkit: ONNX, ExportedProgram, AOTInductor, TorchScript, OpenVINO and INT8 export (``torch.export`` through
+scoped patches for the formats PyTorch keeps), the runtimes that read exported files, and parity checks.
 
 Builds on detdemo's core (models, checkpoints, the prediction pipeline in ``detdemo.inference``); the core never
 imports this package.

@@ -1,9 +1,15 @@
-"""TorchScript (by scripting) and ONNX (TorchScript-based exporter, opset 17) export of detdemo models.
+"""Every export format, run in order into one export folder: TorchScript (scripting), ONNX (the dynamo exporter,
+or the deprecated TorchScript-based one), the ONNX-derived INT8 and OpenVINO files, the ExportedProgram (``pt2``)
+and the AOTInductor package (``aoti``).
 
-Why these exporters: scripting keeps control flow, so image size and detection count stay dynamic. For ONNX,
-torch 2.14+'s default dynamo exporter fails on torchvision's detection models (data-dependent control flow in
-the RPN/ROI heads and NMS); the TorchScript-based exporter (``dynamo=False``) traces them with dynamic height,
-width and detection count. The exporter used is recorded in the file's metadata with the library versions.
+ONNX: ``torch.onnx.export(dynamo=True)`` on the program ``export.torch_export`` traces (``export.onnx_dynamo``),
+for every family torch.export handles; the TorchScript-based exporter (``dynamo=False``, opset 17, dynamic height,
+width and detection count) for the others (``export.torch_export.BLOCKED_FAMILIES``) or when asked for
+(``--onnx-exporter legacy``). The exporter used is recorded in the file's metadata with the library versions.
+
+TorchScript is deprecated and PyTorch will remove ``torch.jit``: where scripting itself no longer works, the format
+is skipped with the reason (``skipped`` in the manifest), and so are ``pt2``/``aoti`` for a family torch.export
+cannot trace; every other format is still exported.
 
 An export folder is a set of files that must agree. Every file carries one export id, the manifest is deleted
 before anything is written and written last, so a folder whose export was interrupted has no manifest (or files
@@ -26,16 +32,52 @@ from detdemo.errors import DetDemoError
 from detdemo.fileio import atomic_path, remove_stale_temps, write_json
 from detdemo.inference.pipeline import transform_spec
 from detdemo.models import ModelConfig, get_spec, model_from_checkpoint
-from export.formats import EAGER_FILE, FORMATS, MANIFEST, companions
+from export.errors import ExportError
+from export.formats import EAGER_FILE, FORMATS, MANIFEST, ONNX_EXPORTERS, companions
 from export.metadata import build_metadata, dumps, stamp_onnx
 from export.quiet import torchscript_quiet
 from export.wrappers import OnnxDetector, ScriptableDetector, gather_merge_levels
 
-ONNX_OPSET = 17
+ONNX_OPSET = 17  # the legacy exporter's; the dynamo exporter's own default is recorded in each file
+LEGACY_ONNX_EXPORTER = "torch.onnx.export(dynamo=False)"
 
 
-class ExportError(DetDemoError):
-    """An architecture could not be exported to a format."""
+def torchscript_unavailable() -> str | None:
+    """Why this PyTorch cannot script at all (None: it can): scripting a one-line function fails only where
+    torch.jit itself is gone or broken, never because of a model."""
+    def probe(x: torch.Tensor) -> torch.Tensor:
+        return x + 1
+
+    try:
+        with torchscript_quiet():
+            torch.jit.script(probe)
+    except Exception as exc:  # noqa: BLE001 - whatever a removed torch.jit raises
+        return (f"torch.jit.script does not work in this PyTorch ({torch.__version__}: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); TorchScript is deprecated, use onnx or pt2")
+    return None
+
+
+def onnx_exporter_for(arch: str, requested: str = "auto") -> str:
+    """"dynamo" or "legacy": ``requested`` unless auto, else dynamo where torch.export handles the family."""
+    from export.torch_export import blocked_reason
+
+    if requested not in ONNX_EXPORTERS:
+        raise DetDemoError(f"unknown ONNX exporter {requested!r}; choose from {', '.join(ONNX_EXPORTERS)}")
+    if requested != "auto":
+        return requested
+    return "legacy" if blocked_reason(arch) else "dynamo"
+
+
+def skip_reason(fmt: str, arch: str) -> str | None:
+    """Why ``fmt`` cannot be made here for ``arch`` for a known, stated reason (None: try it)."""
+    if fmt == "torchscript":
+        return torchscript_unavailable()
+    if fmt in ("pt2", "aoti"):
+        from export.torch_export import blocked_reason
+
+        reason = blocked_reason(arch)
+        return f"torch.export cannot export {arch} yet: {reason}" if reason else None
+    return None
 
 
 def export_torchscript(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id: str = "") -> Path:
@@ -54,7 +96,18 @@ def export_torchscript(model: torch.nn.Module, cfg: ModelConfig, path: Path, exp
 
 
 def export_onnx(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id: str = "",
-                example_hw: tuple[int, int] | None = None, opset: int = ONNX_OPSET) -> Path:
+                example_hw: tuple[int, int] | None = None, opset: int | None = None, exporter: str = "auto") -> Path:
+    """``model.onnx`` by the dynamo exporter or the legacy one (``onnx_exporter_for``)."""
+    if onnx_exporter_for(cfg.arch, exporter) == "dynamo":
+        from export.onnx_dynamo import export_onnx_dynamo
+
+        return export_onnx_dynamo(model, cfg, path, export_id, example_hw, opset)
+    return export_onnx_legacy(model, cfg, path, export_id, example_hw, opset or ONNX_OPSET)
+
+
+def export_onnx_legacy(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id: str = "",
+                       example_hw: tuple[int, int] | None = None, opset: int = ONNX_OPSET) -> Path:
+    """The TorchScript-based exporter (``dynamo=False``; deprecated by PyTorch, which warns on every call)."""
     import onnx
     import onnxruntime
 
@@ -78,7 +131,7 @@ def export_onnx(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id:
         except Exception as exc:  # noqa: BLE001
             raise ExportError(f"{cfg.arch}: ONNX export failed ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-        meta = build_metadata(cfg, "onnx", exporter="torch.onnx.export(dynamo=False)", opset=opset,
+        meta = build_metadata(cfg, "onnx", exporter=LEGACY_ONNX_EXPORTER, opset=opset,
                               onnx=onnx.__version__, onnxruntime=onnxruntime.__version__,
                               transform=transform_spec(model), export_id=export_id)
         stamp_onnx(proto, meta)
@@ -100,7 +153,7 @@ def export_onnx_int8(model: torch.nn.Module, cfg: ModelConfig, path: Path, expor
     with atomic_path(path) as tmp:
         info = quantize_onnx(fp32, tmp, calibration, model.transform, get_spec(cfg.arch).family_info.keep_float)
         proto = onnx.load(str(tmp))
-        meta = build_metadata(cfg, "onnx-int8", exporter="torch.onnx.export(dynamo=False) + " +
+        meta = build_metadata(cfg, "onnx-int8", exporter=f"{_onnx_exporter_of(fp32)} + " +
                               info["quantization"]["method"], transform=transform_spec(model), export_id=export_id,
                               **info)
         stamp_onnx(proto, meta)
@@ -135,8 +188,32 @@ def export_openvino_int8(model: torch.nn.Module, cfg: ModelConfig, path: Path, e
     return save(quantized, path, dumps(meta))
 
 
+def _onnx_exporter_of(onnx_file: Path) -> str:
+    """The exporter recorded in a detdemo ONNX file's metadata."""
+    import json
+
+    import onnx
+
+    proto = onnx.load(str(onnx_file), load_external_data=False)
+    meta = next((json.loads(p.value) for p in proto.metadata_props if p.key == "detdemo"), {})
+    return meta.get("exporter", LEGACY_ONNX_EXPORTER)
+
+
+def export_pt2(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id: str = "") -> Path:
+    from export.pt2 import export_pt2 as save
+
+    return save(model, cfg, path, export_id)
+
+
+def export_aoti(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id: str = "", device: str = "cpu") -> Path:
+    from export.aoti import export_aoti as compile_package
+
+    return compile_package(model, cfg, path, export_id, device)
+
+
 EXPORTERS = {"torchscript": export_torchscript, "onnx": export_onnx, "onnx-int8": export_onnx_int8,
-             "openvino": export_openvino, "openvino-int8": export_openvino_int8}
+             "openvino": export_openvino, "openvino-int8": export_openvino_int8, "pt2": export_pt2,
+             "aoti": export_aoti}
 
 
 def export_order(formats: tuple[str, ...]) -> list[str]:
@@ -150,8 +227,12 @@ def export_order(formats: tuple[str, ...]) -> list[str]:
 
 
 def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str | Path,
-                      calibration: list[Path] | None = None) -> dict[str, Path]:
-    """Export a checkpoint into ``out``: the eager checkpoint (the reference for checks) and each format."""
+                      calibration: list[Path] | None = None, onnx_exporter: str = "auto", device: str = "cpu",
+                      skipped: dict[str, str] | None = None) -> dict[str, Path]:
+    """Export a checkpoint into ``out``: the eager checkpoint (the reference for checks) and each format.
+    ``onnx_exporter``: auto, dynamo or legacy. ``device``: what the AOTInductor package is compiled for.
+    ``skipped``: filled with the formats that could not be made for a stated reason (``skip_reason``), which the
+    manifest records too; a format that fails for any other reason raises ``ExportError``."""
     order = export_order(formats)
     data = load_checkpoint(checkpoint)
     model, cfg = model_from_checkpoint(data)
@@ -164,18 +245,28 @@ def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str
                                       metrics=data.get("metrics"), export_id=export_id,
                                       dataset=data.get("dataset"))}
     timings = {}
+    skipped = {} if skipped is None else skipped
     for fmt in order:
+        reason = skip_reason(fmt, cfg.arch)
+        if reason:
+            skipped[fmt] = reason
+            continue
         t0 = time.perf_counter()
         extra = {"calibration": calibration} if FORMATS[fmt].precision == "int8" else {}
+        extra.update({"onnx": {"exporter": onnx_exporter}, "aoti": {"device": device}}.get(fmt, {}))
         paths[fmt] = EXPORTERS[fmt](model, cfg, out / FORMATS[fmt].file, export_id=export_id, **extra)
         timings[fmt] = round(time.perf_counter() - t0, 2)
-    for fmt in (f for f in FORMATS if f not in order):  # an earlier export's other formats
+    if len(paths) == 1:
+        raise ExportError(f"{cfg.arch}: none of the formats could be exported: " +
+                          "; ".join(f"{fmt}: {why}" for fmt, why in skipped.items()))
+    for fmt in (f for f in FORMATS if f not in paths):  # an earlier export's other formats, and skipped ones
         for name in (FORMATS[fmt].file, *companions(FORMATS[fmt].file)):
             (out / name).unlink(missing_ok=True)
     metrics = data.get("metrics") or {}
     kept = ("epoch", "bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75")
     manifest = {"export_id": export_id, "source": str(checkpoint), "arch": cfg.arch, "class_names": cfg.class_names,
                 "files": {k: p.name for k, p in paths.items()}, "export_seconds": timings,
+                **({"skipped": skipped} if skipped else {}),
                 "metrics": {k: metrics[k] for k in kept if k in metrics}}  # the source's val figures, if any
     write_json(out / MANIFEST, manifest)
     return paths

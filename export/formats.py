@@ -19,7 +19,8 @@ MANIFEST = "export.json"  # what was exported, when, from what, with which expor
 class Backend:
     name: str
     label: str  # for people (the app's radio buttons, reports)
-    reads: tuple[str, ...]  # the file kinds it runs: "checkpoint", "safetensors", "torchscript", "onnx", "openvino"
+    reads: tuple[str, ...]  # the file kinds it runs: "checkpoint", "safetensors", "torchscript", "onnx", "openvino",
+    # "pt2" (an ExportedProgram), "aoti" (an AOTInductor package)
     runtime: str  # "module:Class", imported only when used
     unsafe: bool = False  # loading runs code from the file: never for files from strangers
 
@@ -40,6 +41,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("torchscript", "TorchScript", ("torchscript",), "export.runtime:TorchScriptPredictor", unsafe=True),
     Backend("onnxruntime", "ONNX Runtime", ("onnx",), "export.runtime:OnnxPredictor"),
     Backend("openvino", "OpenVINO", ("openvino",), "export.openvino_runtime:OpenVinoPredictor"),
+    Backend("pt2", "ExportedProgram", ("pt2",), "export.pt2:ExportedProgramPredictor", unsafe=True),
+    Backend("inductor", "AOTInductor", ("aoti",), "export.aoti:InductorPredictor", unsafe=True),
 )}
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
@@ -49,6 +52,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            library="onnxruntime"),
     Format("openvino", "model.xml", "openvino", "auto", "openvino", needs="onnx", library="openvino"),
     Format("openvino-int8", "model.int8.xml", "openvino", "int8", "openvino-int8", needs="onnx", library="nncf"),
+    Format("pt2", "model.pt2", "pt2", "fp32", "pt2"),
+    Format("aoti", "model.aoti.pt2", "inductor", "fp32", "inductor"),
 )}
 EAGER_CHOICE = "pytorch"  # the eager checkpoint's name as a backend choice
 
@@ -80,9 +85,13 @@ COMPANIONS = {  # files a file needs beside it
 EAGER_FILES = (EAGER_FILE, PORTABLE_FILE)  # what the "eager" entry of a manifest may name
 
 DEFAULT_BACKEND_FOR_KIND = {"checkpoint": "pytorch", "safetensors": "pytorch", "torchscript": "torchscript",
-                            "onnx": "onnxruntime", "openvino": "openvino"}
+                            "onnx": "onnxruntime", "openvino": "openvino", "pt2": "pt2", "aoti": "inductor"}
 REDUCED = ("int8", "bf16", "fp16")  # judged by accuracy on data, not detection by detection
-DEFAULT_FORMATS = ("torchscript", "onnx")  # full precision; the others are asked for by name
+# What a user who names no format gets: formats on exporters PyTorch keeps (ONNX through the dynamo exporter, the
+# ExportedProgram), full precision. TorchScript (deprecated: PyTorch will remove torch.jit), the reduced-precision
+# files and the AOTInductor package (compiled for one machine's CPU or GPU) are asked for by name.
+DEFAULT_FORMATS = ("onnx", "pt2")
+ONNX_EXPORTERS = ("auto", "dynamo", "legacy")  # --onnx-exporter; auto: dynamo where torch.export handles the family
 
 
 def format_of_file(name: str) -> str | None:

@@ -2,9 +2,10 @@
 
 Only what the asked-for backends read is downloaded: the JSON first (the manifest and the model config), then the
 files the manifest names for those backends, with their companions. Without a backend, a repo serves PyTorch from
-safetensors when it has them, else its ONNX model: TorchScript (which runs code when loaded) is fetched only when
-asked for by name, and no pickle is ever read (a repo's ``model.pt`` is never fetched). Every file name a manifest
-gives is checked to stay inside the snapshot folder.
+safetensors when it has them, else its ONNX model. The formats whose loading runs code from the file
+(``Backend.unsafe``: TorchScript, the ExportedProgram ``.pt2``, the AOTInductor package; docs/export.md) are
+fetched only when their backend is asked for by name, and no pickled checkpoint is ever read (a repo's ``model.pt``
+is never fetched). Every file name a manifest gives is checked to stay inside the snapshot folder.
 
 ``HF_HUB_OFFLINE=1`` serves from the cache; ``HF_HOME``/``HF_HUB_CACHE`` say where it is; ``HF_TOKEN`` or a saved
 login opens private repos.
@@ -23,6 +24,19 @@ from export.manifest import member, read_manifest
 REPO_REFERENCE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)(?:@(?P<revision>[\w./-]+))?$")
 METADATA = [MANIFEST, CONFIG_FILE]
 SAFE_DEFAULT = ("pytorch", "onnxruntime")  # what a repo serves when no backend is named, in order
+SAFE_BACKENDS = tuple(name for name, b in BACKENDS.items() if not b.unsafe)  # loading them runs no code from a file
+
+
+def hub_backends(asked: str | None) -> set[str]:
+    """What a Hub model is served with when every safe backend is wanted (the app): the safe ones, plus a backend
+    that runs code from its file only when ``asked`` names it."""
+    return set(SAFE_BACKENDS) | ({asked} if asked in BACKENDS and BACKENDS[asked].unsafe else set())
+
+
+def not_fetched_reason(fmt: str) -> str:
+    """Why a file of a Hub repo was not fetched."""
+    backend = format_backend(fmt)
+    return f"not fetched from the Hub unless asked for (--backend {backend}): loading it runs code from the file"
 
 
 def is_repo_reference(text: str) -> bool:
@@ -103,8 +117,8 @@ def _names_for(manifest: dict | None, config_present: bool, backends: set[str] |
 
 def servable(files: dict[str, Path], backends: set[str] | None) -> dict[str, Path]:
     """Of a snapshot's files (format -> path), those a Hub model may be served from: never a pickled checkpoint,
-    TorchScript only when asked for by name, and with no backend named the safe default's (whatever else an
-    earlier download left in the cache)."""
+    an unsafe format only when its backend is asked for by name, and with no backend named the safe default's
+    (whatever else an earlier download left in the cache)."""
     allowed = set(SAFE_DEFAULT) if backends is None else backends
     return {fmt: path for fmt, path in files.items()
             if _servable_file(fmt, path.name) and format_backend(fmt) in allowed}

@@ -19,7 +19,7 @@ from detdemo.errors import DetDemoError
 from detdemo.fileio import write_json
 from detdemo.hub.card import ModelFacts, write_card
 from detdemo.models.portable import WEIGHTS_FILE, save_portable
-from export.formats import FORMATS, MANIFEST, backend_label, choice_label, choice_of, companions
+from export.formats import BACKENDS, FORMATS, MANIFEST, backend_label, choice_label, choice_of, companions
 from export.gate import INCONCLUSIVE, decide_text, interval_text, iou_types_of, verdict_of
 
 REPORTS = ("parity.json", "parity.md", "accuracy.json", "accuracy.md")
@@ -150,6 +150,7 @@ def stage_model_repo(export_dir: str | Path, out: str | Path, repo_id: str, *, d
         files={"PyTorch (safetensors)": WEIGHTS_FILE, **{_label(fmt): name for fmt, name in names.items()
                                                          if fmt != "eager"}},
         verification=verification_lines(export_dir, manifest), license=names_told.license,
-        masks=get_spec(cfg["arch"]).masks, space_id=space_id, pictures=pictures)
+        masks=get_spec(cfg["arch"]).masks, space_id=space_id, pictures=pictures,
+        runs_code=[name for fmt, name in names.items() if fmt in FORMATS and BACKENDS[FORMATS[fmt].backend].unsafe])
     write_card(facts, out)
     return facts

@@ -1,8 +1,10 @@
 """Runtimes for exported files, and ``load_predictor``: one entry point from any model file or folder to a
 ``Predictor`` (``detdemo.inference``), whichever runtime reads it.
 
-Files are recognised by their content, never by their name alone: a detdemo checkpoint and a TorchScript archive
-are both zip files (told apart by TorchScript's ``code/`` entries), an ONNX model is a protobuf ``ModelProto``.
+Files are recognised by their content, never by their name alone: a detdemo checkpoint, a TorchScript archive, an
+ExportedProgram (``.pt2``) and an AOTInductor package are all zip files (told apart by TorchScript's ``code/``
+entries, the ExportedProgram's ``archive_format`` and ``models/``, the package's ``data/aotinductor/``), an ONNX
+model is a protobuf ``ModelProto``.
 An export folder is read through its manifest, and every file must carry the manifest's export id: a folder where
 an interrupted re-export left files of two exports side by side is refused, never served.
 """
@@ -23,6 +25,8 @@ from detdemo.inference.detections import Predictor
 from detdemo.inference.device import resolve_device, usable_cpus
 from detdemo.inference.pipeline import HostPipeline, transform_from_spec
 from detdemo.models.portable import CONFIG_FILE
+from export.archives import archive_kind
+from export.errors import first_line
 from export.formats import (
     BACKENDS,
     DEFAULT_BACKEND_FOR_KIND,
@@ -52,8 +56,8 @@ def _looks_like_onnx(path: Path) -> bool:
 
 
 def file_kind(path: str | Path) -> str:
-    """``checkpoint``, ``safetensors``, ``torchscript``, ``onnx`` or ``openvino``, from the file's bytes; DetDemoError
-    naming the file otherwise."""
+    """``checkpoint``, ``safetensors``, ``torchscript``, ``onnx``, ``openvino``, ``pt2`` or ``aoti``, from the file's
+    bytes; DetDemoError naming the file otherwise."""
     from detdemo.models.portable import looks_like_safetensors
 
     path = Path(path)
@@ -67,8 +71,9 @@ def file_kind(path: str | Path) -> str:
                 names = archive.namelist()
         except (zipfile.BadZipFile, OSError) as exc:
             raise DetDemoError(f"{path}: damaged zip archive ({exc})") from None
-        if any("/code/" in n for n in names):
-            return "torchscript"
+        kind = archive_kind(names)
+        if kind:
+            return kind
         load_checkpoint(path, mmap=True)  # CheckpointError says what it is instead (a plain state dict, ...)
         return "checkpoint"
     if _looks_like_onnx(path):
@@ -83,7 +88,8 @@ def file_kind(path: str | Path) -> str:
         raise CheckpointError(f"{path}: cannot read checkpoint: the file is truncated or corrupt (not a zip "
                               "archive): neither a detdemo checkpoint, a TorchScript file nor an ONNX model")
     raise DetDemoError(f"{path}: not a model detdemo can run (expected a detdemo checkpoint, safetensors weights, a "
-                       "TorchScript file, an ONNX model or an OpenVINO IR)")
+                       "TorchScript file, an ONNX model, an OpenVINO IR, an ExportedProgram .pt2 or an AOTInductor "
+                       "package)")
 
 
 def folder_files(folder: str | Path, partial: bool = False) -> dict[str, Path]:
@@ -143,8 +149,8 @@ class TorchScriptPredictor(HostPipeline):
         try:
             with torchscript_quiet():
                 self.module = torch.jit.load(str(path), map_location=self._device, _extra_files=extra)
-        except Exception as exc:  # noqa: BLE001
-            raise DetDemoError(f"{path}: cannot load TorchScript file ({type(exc).__name__})") from None
+        except Exception as exc:  # noqa: BLE001 - a damaged file, or a PyTorch without torch.jit
+            raise DetDemoError(f"{path}: cannot load TorchScript file ({first_line(exc)})") from None
         self.meta = json.loads(extra[TORCHSCRIPT_EXTRA] or "{}")
         init_from_meta(self, Path(path))
         self.precision = "fp32"
@@ -273,10 +279,11 @@ def resolve_model_file(path: str | Path, backend: str | None = None,
 def load_predictor(path: str | Path, backend: str | None = None, device="auto", precision: str | None = None,
                    **options) -> Predictor:
     """A ``Predictor`` for any model detdemo writes: a checkpoint, safetensors weights with their config.json, a
-    TorchScript, ONNX or OpenVINO file (any name), an export folder, a training run folder, or a Hugging Face Hub
-    model repo as ``USER/NAME[@REVISION]`` (``export.hub_files``). ``device``: auto, cpu, cuda or cuda:N.
-    ``precision``: bf16 runs PyTorch under autocast and OpenVINO in bf16; int8 picks a folder's INT8 file;
-    None/auto: the file's own (and for OpenVINO, bf16 where the CPU has it). ``options``: runtime settings."""
+    TorchScript, ONNX, OpenVINO, ExportedProgram or AOTInductor file (any name), an export folder, a training run
+    folder, or a Hugging Face Hub model repo as ``USER/NAME[@REVISION]`` (``export.hub_files``). ``device``: auto,
+    cpu, cuda or cuda:N. ``precision``: bf16 runs PyTorch under autocast and OpenVINO in bf16; int8 picks a
+    folder's INT8 file; None/auto: the file's own (and for OpenVINO, bf16 where the CPU has it). ``options``:
+    runtime settings."""
     file, backend = resolve_model_file(path, backend, precision)
     module, _, name = BACKENDS[backend].runtime.partition(":")
     try:

@@ -90,12 +90,14 @@ def gather_merge_levels(levels: torch.Tensor, unmerged_results: list[torch.Tenso
 
 
 class OnnxDetector(nn.Module):
-    """For ONNX: a tuple of tensors in ``OUTPUTS[family]`` order."""
+    """For ONNX and torch.export: a tuple of tensors in ``Family.outputs`` order. ``fast_masks``: the mask
+    predictor rewritten for ONNX Runtime (``ShuffledMaskPredictor``)."""
 
-    def __init__(self, model: nn.Module, names: tuple[str, ...]) -> None:
+    def __init__(self, model: nn.Module, names: tuple[str, ...], fast_masks: bool = True) -> None:
         super().__init__()
         self.model = graph_model(model)
-        fast_mask_predictor(self.model)
+        if fast_masks:
+            fast_mask_predictor(self.model)
         self.names = names
 
     def forward(self, image: torch.Tensor):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the app's second bundled model (models/bccd/): blood cells (RBC, WBC, Platelets) from real microscope
 # images, trained from scratch with detdemo's own pipeline:
-#   detdemo train (BCCD train split) -> detdemo export (TorchScript, ONNX, ONNX INT8) -> check-export on the val
+#   detdemo train (BCCD train split) -> detdemo export (ONNX, pt2, ONNX INT8) -> check-export on the val
 #   split (per-detection parity and AP of every file) -> copy, with a few val images as the model's examples
 #   -> detdemo eval on the val split (evaluation.json and the evaluation pictures, evaluation/, whose gallery
 #   shows val images: MIT licence, examples/LICENSE).
@@ -24,11 +24,11 @@ rm -rf "$WORK"
     --min-size 480 --max-size 640 --epochs "$EPOCHS" --batch-size 4 --optimizer adamw --lr 0.003 \
     --weight-decay 0.0001 --schedule cosine --warmup-iters 100 --clip-grad 10 --workers 1 --seed 0 \
     --eval-every 5 --time-limit-min "$TIME_LIMIT_MIN" --quiet
-"$PY" -m detdemo export --checkpoint "$WORK/run/best.pt" --format torchscript onnx onnx-int8 --out "$WORK/export" \
+"$PY" -m detdemo export --checkpoint "$WORK/run/best.pt" --format onnx pt2 onnx-int8 --out "$WORK/export" \
     --calibration "$DATA" --check --data "$DATA"
 mkdir -p models/bccd/examples
 rm -rf models/bccd/*.* models/bccd/examples/*.jpg models/bccd/evaluation
-cp "$WORK"/export/{model.pt,model.torchscript.pt,model.onnx,model.int8.onnx,export.json,parity.json,parity.md,accuracy.json,accuracy.md} \
+cp "$WORK"/export/{model.pt,model.onnx,model.pt2,model.int8.onnx,export.json,parity.json,parity.md,accuracy.json,accuracy.md} \
    models/bccd/
 cp "$WORK/run/curves.png" models/bccd/training_curves.png
 for name in BloodImage_00000 BloodImage_00014 BloodImage_00148; do  # val images, MIT licence (examples/LICENSE-BCCD)

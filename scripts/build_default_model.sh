@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild the app's bundled default model (models/shapes/) with detdemo's own pipeline, from nothing:
-#   synthetic shapes data -> detdemo train (from scratch) -> detdemo export -> detdemo check-export (detection by
-#   detection on the val images, and AP with its bootstrap interval on the val split: the verified figures) -> copy
+#   synthetic shapes data -> detdemo train (from scratch) -> detdemo export (ONNX, pt2, ONNX INT8, OpenVINO fp32/bf16,
+#   OpenVINO INT8) -> detdemo check-export (detection by detection on the val images, and AP with its bootstrap
+#   interval on the val split: the verified figures) -> copy
 #   -> detdemo eval on the val split (evaluation.json and the evaluation pictures, evaluation/).
 #
 #   bash scripts/build_default_model.sh            # about an hour on 2 CPU cores; minutes on a GPU
@@ -19,12 +20,14 @@ rm -rf "$WORK"
     --model-arg representation_size=128 --min-size 288 --max-size 416 \
     --epochs 10 --batch-size 4 --optimizer adamw --lr 0.002 --weight-decay 0.0001 --schedule cosine \
     --warmup-iters 100 --clip-grad 10 --workers 1 --seed 0 --time-limit-min "$TIME_LIMIT_MIN" --quiet
-"$PY" -m detdemo export --checkpoint "$WORK/run/best.pt" --format torchscript onnx --out "$WORK/export"
+# The default formats (onnx pt2) and the verified fast files, INT8 calibrated on the model's own training images.
+"$PY" -m detdemo export --checkpoint "$WORK/run/best.pt" --out "$WORK/export" \
+    --format onnx pt2 onnx-int8 openvino openvino-int8 --calibration "$WORK/data" --calibration-images 32
 "$PY" -m detdemo check-export "$WORK/export" --images "$WORK/data/val" --data "$WORK/data"
 mkdir -p models/shapes
-cp "$WORK/export/model.pt" "$WORK/export/model.torchscript.pt" "$WORK/export/model.onnx" \
-   "$WORK/export/export.json" "$WORK/export/parity.json" "$WORK/export/parity.md" "$WORK/export/accuracy.json" \
-   "$WORK/export/accuracy.md" models/shapes/
+rm -f models/shapes/model.torchscript.pt   # no TorchScript: the app's start would call the deprecated torch.jit
+cp "$WORK"/export/{model.pt,model.onnx,model.pt2,model.int8.onnx,model.xml,model.bin,model.int8.xml,model.int8.bin} \
+   "$WORK"/export/{export.json,parity.json,parity.md,accuracy.json,accuracy.md} models/shapes/
 cp "$WORK/run/curves.png" models/shapes/training_curves.png
 rm -rf models/shapes/evaluation
 "$PY" -m detdemo eval --model models/shapes --data "$WORK/data" --out models/shapes/evaluation.json

@@ -54,8 +54,9 @@ def iou(a, b) -> float:
 
 def test_bundled_model_is_small_complete_and_documented():
     files = {p.name: p.stat().st_size for p in BUNDLED.iterdir() if p.is_file()}
-    for name in ("model.pt", "model.torchscript.pt", "model.onnx", "export.json"):
+    for name in ("model.pt", "model.pt2", "model.onnx", "export.json"):
         assert name in files
+    assert "model.torchscript.pt" not in files  # the app's start would call torch.jit (deprecated) to check it
     assert sum(files.values()) <= 25 * 1024 * 1024, files
     manifest = json.loads((BUNDLED / "export.json").read_text())
     assert manifest["arch"] == "maskrcnn_light"  # how well it detects is measured, in test_prediction_path
@@ -79,7 +80,7 @@ def test_bundled_model_finds_the_shapes_in_unseen_images(catalogue, val_images):
 def test_backends_agree_and_report_their_stages(catalogue, val_images):
     path = val_images[0][0]
     results = {b: predict(catalogue, path, backend=b, score_threshold=0.3)
-               for b in ("pytorch", "torchscript", "onnxruntime")}
+               for b in ("pytorch", "pt2", "onnxruntime")}
     reference = results["pytorch"].rows
     assert reference
     for backend, result in results.items():
@@ -158,7 +159,7 @@ def test_bad_uploads_get_clear_messages(catalogue, val_images, tmp_path):
 def test_catalogue_reads_every_kind_of_model_path(tmp_path):
     single = entry_from_path(BUNDLED / "model.onnx")
     assert single.backends == ["onnxruntime"] and "pytorch" in single.missing
-    assert entry_from_path(BUNDLED / "model.torchscript.pt").backends == ["torchscript"]
+    assert entry_from_path(BUNDLED / "model.pt2").backends == ["pt2"]
     assert entry_from_path(BUNDLED / "model.pt").backends == ["pytorch"]
     run = tmp_path / "run"
     run.mkdir()
@@ -213,12 +214,12 @@ def test_coco_model_loads_from_the_torch_cache(tmp_path, monkeypatch, val_images
     entry.background.join(timeout=900)
     folder = export_folder(target)
     assert folder.parent.parent == target.parent.parent  # under $TORCH_HOME
-    assert {"pytorch", "torchscript", "onnxruntime"} <= set(entry.backends), entry.missing
+    assert {"pytorch", "pt2", "onnxruntime"} <= set(entry.backends), entry.missing
     assert json.loads((folder / "parity.json").read_text())["passed"]
     onnx = run_prediction(cat, PredictRequest(str(val_images[0][0]), COCO_MODEL_NAME, "onnxruntime", 0.0))
     assert onnx.rows and "ONNX Runtime" in onnx.summary  # agreement itself: the parity report just read
     again = coco_entry()  # a later start finds the checked export in the cache
-    assert {"torchscript", "onnxruntime"} <= set(again.backends) and again.loader is None
+    assert {"pt2", "onnxruntime"} <= set(again.backends) and again.loader is None
 
 
 def test_app_command_line(monkeypatch, capsys, tmp_path):

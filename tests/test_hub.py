@@ -103,7 +103,7 @@ def test_model_repo_holds_no_pickle_and_a_card_the_hub_reads(staged):
 
     model = staged / "model"
     names = {p.name for p in model.iterdir()}
-    assert {WEIGHTS_FILE, CONFIG_FILE, "model.onnx", "model.torchscript.pt", "export.json", "parity.md",
+    assert {WEIGHTS_FILE, CONFIG_FILE, "model.onnx", "model.pt2", "export.json", "parity.md",
             "README.md", "examples"} <= names
     assert "model.pt" not in names
     manifest = json.loads((model / "export.json").read_text())
@@ -120,6 +120,7 @@ def test_model_repo_holds_no_pickle_and_a_card_the_hub_reads(staged):
     assert card.data.eval_results[0].dataset_name == "synthetic-shapes"
     text = card.text
     assert f"detdemo predict --model {REPO_ID}" in text and "onnxruntime" in text and "PASS" in text
+    assert "Loading `model.pt2` runs code from the file" in text
     # the evaluation pictures are staged and shown in the card by links relative to the repo
     pictures = json.loads((model / "evaluation" / "pictures.json").read_text())
     assert pictures == json.loads((SHAPES / "evaluation" / "pictures.json").read_text())
@@ -135,7 +136,7 @@ def test_check_export_verifies_a_published_model_repo(staged, tmp_path):
 
     assert main(["check-export", str(staged / "model"), "--probes", "basic", "--report-dir", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "parity.json").read_text())
-    assert report["passed"] and set(report["backends"]) == {"torchscript", "onnx"}
+    assert report["passed"] and set(report["backends"]) == {"onnx", "pt2"}
 
 
 def test_the_card_states_the_ap_verdicts_the_manifest_recorded(tmp_path):
@@ -196,10 +197,17 @@ def test_only_what_the_backend_reads_is_fetched_and_names_stay_inside(tmp_path):
     from export.hub_files import _names_for
 
     manifest = {"files": {"eager": WEIGHTS_FILE, "torchscript": "model.torchscript.pt", "onnx": "model.onnx",
-                          "onnx-int8": "model.int8.onnx", "openvino": "model.xml"}}
+                          "onnx-int8": "model.int8.onnx", "openvino": "model.xml", "pt2": "model.pt2",
+                          "aoti": "model.aoti.pt2"}}
     assert _names_for(manifest, True, None, tmp_path) == [WEIGHTS_FILE, CONFIG_FILE]  # safe default, no code
     assert _names_for(manifest, True, {"onnxruntime"}, tmp_path) == ["model.onnx", "model.int8.onnx"]
     assert _names_for(manifest, True, {"torchscript"}, tmp_path) == ["model.torchscript.pt"]
+    assert _names_for(manifest, True, {"pt2"}, tmp_path) == ["model.pt2"]
+    assert _names_for(manifest, True, {"inductor"}, tmp_path) == ["model.aoti.pt2"]
+    from export.hub_files import hub_backends
+
+    assert hub_backends(None) == {"pytorch", "onnxruntime", "openvino"} == hub_backends("onnxruntime")
+    assert hub_backends("pt2") == {"pytorch", "onnxruntime", "openvino", "pt2"}
     assert _names_for(manifest, True, {"openvino"}, tmp_path) == ["model.xml", "model.bin"]
     pickled = {"files": {"eager": "model.pt", "onnx": "model.onnx"}}
     assert _names_for(pickled, False, None, tmp_path) == ["model.onnx"]  # a pickle is never fetched
@@ -251,7 +259,7 @@ def test_the_app_serves_a_repo_holding_only_an_onnx_file(tmp_path, monkeypatch):
     assert result.rows
 
 
-def test_app_loads_a_repo_id_without_its_torchscript_unless_asked(hub_cache, monkeypatch):
+def test_app_loads_a_repo_id_without_its_code_running_files_unless_asked(hub_cache, monkeypatch):
     from huggingface_hub import constants
 
     from detdemo.app.catalogue import entry_from_path
@@ -261,9 +269,53 @@ def test_app_loads_a_repo_id_without_its_torchscript_unless_asked(hub_cache, mon
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     entry = entry_from_path(f"{REPO_ID}@{commit}")
     assert entry.name == "shapes" and {"pytorch", "onnxruntime"} <= set(entry.backends)
-    assert "torchscript" not in entry.backends and entry.examples
-    asked = entry_from_path(f"{REPO_ID}@{commit}", backend="torchscript")
-    assert "torchscript" in asked.backends
+    assert "pt2" not in entry.backends and "runs code" in entry.missing["pt2"] and entry.examples
+    asked = entry_from_path(f"{REPO_ID}@{commit}", backend="pt2")
+    assert "pt2" in asked.backends
+
+
+def _booby_trapped(pt2: Path, out: Path, marker: Path) -> Path:
+    """``pt2`` rewritten so that loading it runs code (touches ``marker``): torch.export.load parses the graph's
+    symbolic sizes with sympy.sympify, which evaluates the text (docs/export.md)."""
+    from torch.export.pt2_archive._package import PT2ArchiveReader, PT2ArchiveWriter
+
+    payload = f"__import__('pathlib').Path({str(marker)!r}).touch() or "
+    with PT2ArchiveReader(str(pt2)) as reader, PT2ArchiveWriter(str(out)) as writer:
+        for name in reader.get_file_names():
+            data = reader.read_bytes(name)
+            if name.endswith("models/model.json"):
+                text = data.decode()
+                assert '"expr_str": "Symbol(' in text
+                data = text.replace('"expr_str": "Symbol(', '"expr_str": "' + payload + 'Symbol(', 1).encode()
+            if not writer.has_record(name):
+                writer.write_bytes(name, data)
+    return out
+
+
+def test_a_strangers_pt2_is_never_loaded_unless_asked_for_by_name(staged, tmp_path, monkeypatch):
+    """A Hub repo whose model.pt2 runs code when loaded: predicting, and the app's start with its first-use check,
+    use the safe files and never touch it; it is offered only when its backend is asked for by name."""
+    from huggingface_hub import constants
+
+    from detdemo.app.catalogue import Catalogue, entry_from_path
+    from detdemo.app.ui import build_demo
+
+    repo = tmp_path / "repo"
+    shutil.copytree(staged / "model", repo)
+    marker = tmp_path / "code-ran"
+    _booby_trapped(staged / "model" / "model.pt2", repo / "model.pt2", marker)
+    cache = tmp_path / "cache"
+    commit = populate(cache, "mallory/shapes", repo)
+    done = _run(["predict", "--model", "mallory/shapes", "--input", str(IMAGE), "--out", str(tmp_path / "p")],
+                _offline_env(cache))
+    assert done.returncode == 0, done.stderr
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    entry = entry_from_path(f"mallory/shapes@{commit}")
+    build_demo(Catalogue([entry]))  # the start: every offered backend checked against PyTorch
+    assert "pt2" not in entry.backends and not marker.exists()
+    assert "pt2" in entry_from_path(f"mallory/shapes@{commit}", backend="pt2").backends  # asked: the user's call
+    assert not marker.exists()
 
 
 class FakeHfApi:
@@ -318,7 +370,7 @@ def test_publish_from_a_training_run_exports_and_checks_first(tmp_path):
     out = tmp_path / "out"
     assert main(["publish", "--model", str(run), "--out", str(out), "--repo-id", "alice/run"]) == 0
     model = out / "model"
-    assert {WEIGHTS_FILE, "model.onnx", "model.torchscript.pt", "parity.md", "README.md", "evaluation"} <= {
+    assert {WEIGHTS_FILE, "model.onnx", "model.pt2", "parity.md", "README.md", "evaluation"} <= {
         p.name for p in model.iterdir()}
     assert "](evaluation/confusion_matrix.png)" in (model / "README.md").read_text()
     assert json.loads((out / "export" / "parity.json").read_text())["passed"]

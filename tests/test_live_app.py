@@ -113,12 +113,12 @@ def test_a_backend_that_disagrees_with_pytorch_is_not_offered(tmp_path):
     shapes = entry_from_path(SHAPES, "mixed")
     other = MODELS_DIR / "bccd"
     entry = ModelEntry("mixed", {"pytorch": SHAPES / "model.pt", "onnxruntime": other / "model.onnx",
-                                 "torchscript": SHAPES / "model.torchscript.pt"},
+                                 "pt2": SHAPES / "model.pt2"},
                        examples=shapes.examples)
     cat = Catalogue([entry])
     cat.verify("mixed")
     assert "onnxruntime" not in entry.backends and "failed the parity check" in entry.missing["onnxruntime"]
-    assert "torchscript" in entry.backends and "matches PyTorch" in entry.checked["torchscript"]
+    assert "pt2" in entry.backends and "matches PyTorch" in entry.checked["pt2"]
     with pytest.raises(DetDemoError, match="failed the parity check"):
         cat.predictor("mixed", "onnxruntime")
 

@@ -89,13 +89,13 @@ def test_offline_the_page_starts_on_a_bundled_model_and_says_what_they_know(offl
     assert "know only synthetic shapes" in catalogue.guide and "Offline" in catalogue.guide
     assert "maskrcnn_resnet50_fpn_coco" in catalogue.guide  # names the file to fetch
     assert len(offline) == 1  # one cheap probe at start-up, nothing downloaded
-    # The page's start-up checks every exported backend of its first model on the examples (TorchScript too):
-    # none of TorchScript's own warnings may reach the console.
+    # The page's start-up checks every exported backend of its first model on the examples: no TorchScript or
+    # legacy-exporter warning may reach the console (the bundled models hold no TorchScript file).
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         demo = app_module.make_demo(app_module.parse_args([]))
     assert not _noise(records), _noise(records)
-    assert any("TorchScript: matches PyTorch" in str(getattr(b, "value", "")) for b in demo.blocks.values())
+    assert any("ExportedProgram: matches PyTorch" in str(getattr(b, "value", "")) for b in demo.blocks.values())
     assert _component(demo, "Dropdown", label="Model").value == BUNDLED_MODEL_NAME
     assert "know only synthetic shapes" in _component(demo, "Markdown", elem_id="guide").value
 
@@ -150,13 +150,18 @@ def _noise(records) -> list[str]:
     return [str(w.message) for w in records if any(n in str(w.message) for n in NOISE)]
 
 
-def test_loading_and_running_torchscript_prints_no_torchscript_noise():
+def test_loading_and_running_torchscript_prints_no_torchscript_noise(tmp_path):
+    from detdemo.checkpoint import load_checkpoint
+    from detdemo.models import model_from_checkpoint
+    from export.exporters import export_torchscript
     from export.runtime import load_predictor
 
     image = Image.open(sorted((SHAPES / "examples").glob("*.jpg"))[0])
+    model, cfg = model_from_checkpoint(load_checkpoint(SHAPES / "model.pt"))
+    scripted = export_torchscript(model, cfg, tmp_path / "model.torchscript.pt")  # the bundled models hold none
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
-        predictor = load_predictor(SHAPES / "model.torchscript.pt")  # a fresh module: its first call would warn
+        predictor = load_predictor(scripted)  # a fresh module: its first call would warn
         assert len(predictor.predict(image, score_threshold=0.5)) > 0
     assert not _noise(records), _noise(records)
 

@@ -3,6 +3,8 @@
 
 Reference: the bundled model's eager checkpoint. Candidates: its ONNX export, re-exported from damaged weights, or
 its real ONNX Runtime session with the graph's outputs damaged on the way out (as a broken graph would return).
+Both ONNX exporters are held to it: the bundled file (the dynamo exporter's) and a legacy export of the same
+checkpoint; damaged weights go through the legacy exporter (seconds) and, for one damage, the dynamo one.
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ def reference():
     return load_predictor(BUNDLED / "model.pt", "pytorch", "cpu")
 
 
+@pytest.fixture(scope="module", params=["dynamo", "legacy"])
+def onnx_file(request, tmp_path_factory) -> Path:
+    """The bundled model's ONNX file from each exporter."""
+    if request.param == "dynamo":
+        assert OnnxPredictor(BUNDLED / "model.onnx").meta["exporter"] == "torch.onnx.export(dynamo=True)"
+        return BUNDLED / "model.onnx"
+    model, cfg = model_from_checkpoint(load_checkpoint(BUNDLED / "model.pt"))
+    return export_onnx(model, cfg, tmp_path_factory.mktemp("legacy") / "model.onnx", exporter="legacy")
+
+
 def verdict(reference, candidate, probes) -> tuple[bool, str, dict]:
     report = run_parity(reference, [candidate], probes, TOL, cap=100, score_threshold=0.05)
     backend = next(iter(report["backends"].values()))
@@ -47,15 +59,15 @@ def verdict(reference, candidate, probes) -> tuple[bool, str, dict]:
     return report["passed"], reasons, backend["overall"]
 
 
-def damaged_output(mutate) -> OnnxPredictor:
+def damaged_output(mutate, onnx_file: Path) -> OnnxPredictor:
     """The real ONNX export, with ``mutate(raw graph outputs)`` applied to what its session returns."""
-    predictor = OnnxPredictor(BUNDLED / "model.onnx", device="cpu")
+    predictor = OnnxPredictor(onnx_file, device="cpu")
     run = predictor._run_graph
     predictor._run_graph = lambda x: mutate({k: v.clone() for k, v in run(x).items()})
     return predictor
 
 
-def damaged_weights(tmp_path: Path, damage) -> OnnxPredictor:
+def damaged_weights(tmp_path: Path, damage, exporter: str = "legacy") -> OnnxPredictor:
     """The bundled checkpoint with ``damage(model)`` applied, exported to ONNX by the real exporter."""
     data = load_checkpoint(BUNDLED / "model.pt")
     model, cfg = model_from_checkpoint(data)
@@ -63,12 +75,12 @@ def damaged_weights(tmp_path: Path, damage) -> OnnxPredictor:
         damage(model)
     folder = tmp_path / "damaged"
     folder.mkdir()
-    export_onnx(model, cfg, folder / "model.onnx")
+    export_onnx(model, cfg, folder / "model.onnx", exporter=exporter)
     return OnnxPredictor(folder / "model.onnx", device="cpu")
 
 
-def test_the_unmutated_export_passes_with_nothing_excused(reference, probes):
-    passed, reasons, overall = verdict(reference, OnnxPredictor(BUNDLED / "model.onnx", device="cpu"), probes)
+def test_the_unmutated_export_passes_with_nothing_excused(reference, probes, onnx_file):
+    passed, reasons, overall = verdict(reference, OnnxPredictor(onnx_file, device="cpu"), probes)
     assert passed, reasons
     assert overall["detections"] >= 20 and overall["excused"] == 0 and overall["unmatched"] == 0
     assert overall["max_mask_prob_diff"] is not None and overall["mask_iou_min"] is not None
@@ -85,6 +97,12 @@ def test_the_unmutated_export_passes_with_nothing_excused(reference, probes):
 def test_damaged_weights_are_caught(name, damage, expected, reference, probes, tmp_path):
     passed, reasons, _ = verdict(reference, damaged_weights(tmp_path, damage), probes)
     assert not passed and expected in reasons, (name, reasons)
+
+
+def test_damaged_weights_through_the_dynamo_exporter_are_caught(reference, probes, tmp_path):
+    damage = lambda m: m.roi_heads.box_predictor.bbox_pred.weight.mul_(1.01)  # noqa: E731
+    passed, reasons, _ = verdict(reference, damaged_weights(tmp_path, damage, "dynamo"), probes)
+    assert not passed and "box differs" in reasons, reasons
 
 
 def _top(raw: dict) -> int:
@@ -122,8 +140,8 @@ def _squeeze_masks(raw):
     ("soft masks squeezed above 0.5", _squeeze_masks, "soft mask probability differs"),
     ("labels swapped", lambda raw: {**raw, "labels": 4 - raw["labels"]}, "unmatched"),
 ])
-def test_damaged_outputs_are_caught(name, mutate, expected, reference, probes):
-    passed, reasons, _ = verdict(reference, damaged_output(mutate), probes)
+def test_damaged_outputs_are_caught(name, mutate, expected, reference, probes, onnx_file):
+    passed, reasons, _ = verdict(reference, damaged_output(mutate, onnx_file), probes)
     assert not passed and expected in reasons, (name, reasons)
 
 
@@ -169,7 +187,7 @@ def test_near_tied_confident_detections_cannot_hide_a_move_or_a_drop(reference, 
 
     for mutate, expected in ((move_tied(20.0), "unmatched"), (move_tied(2.0), "box differs"),
                              (drop_one_per_pair, "unmatched")):
-        passed, reasons, overall = verdict(reference, damaged_output(mutate), tied)
+        passed, reasons, overall = verdict(reference, damaged_output(mutate, BUNDLED / "model.onnx"), tied)
         assert not passed and expected in reasons, reasons
         assert overall["excused"] == 0
 

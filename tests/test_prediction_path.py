@@ -19,7 +19,7 @@ from export.runtime import file_kind, load_predictor
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "models" / "shapes"
-FILES = {"pytorch": "model.pt", "torchscript": "model.torchscript.pt", "onnxruntime": "model.onnx"}
+FILES = {"pytorch": "model.pt", "pt2": "model.pt2", "onnxruntime": "model.onnx"}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_predict_runs_every_exported_file_with_the_same_detections(val_set, tmp_
         assert len(list(out.glob("*.png"))) == 6
         results[backend] = json.loads((out / "predictions.json").read_text())
     assert len(results["pytorch"]) >= 12  # detections on every image, so the comparison means something
-    assert results["torchscript"] == results["pytorch"]  # bit-exact
+    assert results["pt2"] == results["pytorch"]  # bit-exact
     eager, onnx = _by_image(results["pytorch"]), _by_image(results["onnxruntime"])
     assert eager.keys() == onnx.keys()
     for image_id, ref in eager.items():
@@ -69,23 +69,33 @@ def test_eval_measures_the_ap_of_every_exported_file(val_set, tmp_path, monkeypa
         stats[backend] = report["stats"]
     assert sorted(p.name for p in BUNDLED.iterdir()) == before
     assert stats["pytorch"]["bbox"]["AP"] > 0.3 and stats["pytorch"]["segm"]["AP"] > 0.3
-    assert stats["torchscript"] == stats["pytorch"]
+    assert stats["pt2"] == stats["pytorch"]
     for iou_type in ("bbox", "segm"):
         assert abs(stats["onnxruntime"][iou_type]["AP"] - stats["pytorch"][iou_type]["AP"]) <= 0.002
 
 
 def test_files_are_recognised_by_content_not_by_name(tmp_path):
-    shutil.copy(BUNDLED / "model.torchscript.pt", tmp_path / "x.pt")
+    from detdemo.checkpoint import load_checkpoint
+    from detdemo.models import model_from_checkpoint
+    from export.exporters import export_torchscript
+
+    model, cfg = model_from_checkpoint(load_checkpoint(BUNDLED / "model.pt"))
+    export_torchscript(model, cfg, tmp_path / "x.pt")  # the bundled models hold no TorchScript file
+    shutil.copy(BUNDLED / "model.pt2", tmp_path / "program.pt")
     shutil.copy(BUNDLED / "model.onnx", tmp_path / "model_without_suffix")
     shutil.copy(BUNDLED / "model.pt", tmp_path / "weights.onnx")
     assert file_kind(tmp_path / "x.pt") == "torchscript"
+    assert file_kind(tmp_path / "program.pt") == "pt2"
     assert file_kind(tmp_path / "model_without_suffix") == "onnx"
     assert file_kind(tmp_path / "weights.onnx") == "checkpoint"
     assert load_predictor(tmp_path / "x.pt").backend == "torchscript"
+    assert load_predictor(tmp_path / "program.pt").backend == "pt2"
     assert load_predictor(tmp_path / "model_without_suffix").backend == "onnxruntime"
     assert load_predictor(tmp_path / "weights.onnx").backend == "pytorch"
     with pytest.raises(DetDemoError, match="is a torchscript file; the ONNX Runtime backend runs onnx files"):
         load_predictor(tmp_path / "x.pt", "onnxruntime")
+    with pytest.raises(DetDemoError, match="is a pt2 file; the TorchScript backend runs torchscript files"):
+        load_predictor(tmp_path / "program.pt", "torchscript")
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(DetDemoError, match="notes.txt: not a model detdemo can run"):
         load_predictor(tmp_path / "notes.txt")

@@ -26,6 +26,7 @@ from export.formats import (
     REDUCED,
     choice_label,
     choice_of,
+    format_backend,
     format_of_choice,
     format_precision,
 )
@@ -144,18 +145,19 @@ def entry_from_path(path: str | Path, name: str | None = None, *, backend: str |
 
     Reduced-precision files (INT8, OpenVINO's bf16) are offered only when the folder's manifest holds their
     verified accuracy (``detdemo check-export DIR --data ...``) and it passed. From the Hub, every safe backend's
-    files are fetched; TorchScript's only when ``backend`` names it (loading it runs code from the file)."""
+    files are fetched; those of a backend whose files run code when loaded (TorchScript, ExportedProgram,
+    AOTInductor) only when ``backend`` names it."""
     from export.runtime import file_kind, folder_files, read_manifest
 
     path = Path(path).expanduser()
     partial, wanted = False, set()
     if not path.exists():
-        from export.hub_files import fetch_model, is_repo_reference
+        from export.hub_files import fetch_model, hub_backends, is_repo_reference
 
         if not is_repo_reference(str(path)):
             raise DetDemoError(f"{path}: model path not found")
         name = name or str(path).split("/")[-1].split("@")[0]
-        wanted = {"pytorch", "onnxruntime", "openvino"} | ({"torchscript"} if backend == "torchscript" else set())
+        wanted = hub_backends(format_backend(format_of_choice(backend)) if backend else None)
         from detdemo.app.model_tab import MODEL_TAB_FILES
 
         path, partial = fetch_model(str(path), wanted, extras=[f"{EXAMPLES_DIR}/*", *MODEL_TAB_FILES]), True
@@ -164,11 +166,11 @@ def entry_from_path(path: str | Path, name: str | None = None, *, backend: str |
     if path.is_dir():
         by_format = folder_files(path, partial=partial)  # refuses an interrupted export's mixture of files
         if partial:  # from the Hub: only what was asked for, whatever else an earlier download left in the cache
-            from export.hub_files import servable
+            from export.hub_files import not_fetched_reason, servable
 
             kept = servable(by_format, wanted)
             for fmt in set(by_format) - set(kept):
-                missing[choice_of(fmt)] = "not served from the Hub unless asked for (--backend torchscript)"
+                missing[choice_of(fmt)] = not_fetched_reason(fmt)
             by_format = kept
         manifest = read_manifest(path) or {}
         verified = {choice_of(fmt): v for fmt, v in (manifest.get("verified") or {}).items() if fmt in FORMATS}
@@ -304,8 +306,10 @@ class Catalogue:
             for choice in candidates:
                 try:
                     predictor = self.predictor(name, choice)
-                except DetDemoError as exc:
+                except DetDemoError as exc:  # e.g. TorchScript on a PyTorch without torch.jit: withdrawn, says why
                     entry.checked[choice] = f"not loaded ({exc})"
+                    entry.files.pop(choice)
+                    entry.missing[choice] = f"cannot be loaded here ({exc})"
                     continue
                 reports = [compare(probe, ref, predictor.predict(image), tol)
                            for (probe, image), ref in zip(images, expected)]

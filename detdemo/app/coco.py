@@ -1,5 +1,6 @@
 """torchvision's COCO Mask R-CNN in the app: from the torch cache (or a download on first use), then exported to
-TorchScript and ONNX into the cache and checked against PyTorch, so the real-world model offers every backend.
+the default formats (ONNX and the ExportedProgram) into the cache and checked against PyTorch, so the real-world
+model offers every backend.
 
 The export happens once, in the background after the first PyTorch request (about a minute on two CPU cores), into
 ``$TORCH_HOME/detdemo/<weights file>-export``; later starts find it there. An exported backend is offered only if
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from detdemo.app.catalogue import CHOICES, ModelEntry, entry_from_path
 from detdemo.errors import DetDemoError
-from export.formats import DEFAULT_FORMATS, EAGER_CHOICE, MANIFEST, format_of_choice
+from export.formats import DEFAULT_FORMATS, EAGER_CHOICE, MANIFEST, choice_label, choice_of, format_of_choice
 
 COCO_MODEL_NAME = "COCO Mask R-CNN R50-FPN (torchvision)"
 COCO_ARCH = "maskrcnn_resnet50_fpn"
@@ -116,7 +117,7 @@ def _export_and_check(model, class_names: list[str], weights_file: Path, entry: 
         paths = export_checkpoint(checkpoint, DEFAULT_FORMATS, folder)
         checkpoint.unlink()
         reference = EagerPredictor.from_checkpoint(paths["eager"])
-        candidates = [(fmt, load_predictor(paths[fmt])) for fmt in DEFAULT_FORMATS]
+        candidates = [(fmt, load_predictor(path)) for fmt, path in paths.items() if fmt != "eager"]
         report = run_parity(reference, candidates, default_probes(extras=False), Tolerances(),
                             **family_limits(COCO_ARCH, reference.model))
         write_reports(report, folder)
@@ -154,7 +155,8 @@ def coco_entry() -> ModelEntry:
             return cached
     entry = ModelEntry(COCO_MODEL_NAME, {}, {}, description, masks=True, class_names=classes, suits=COCO_SUITS,
                        available=cached_weights or can_download(weights.url))
-    reason = "exported to TorchScript and ONNX, and checked, after its first use in PyTorch (select it again then)"
+    formats = " and ".join(choice_label(choice_of(f)) for f in DEFAULT_FORMATS)
+    reason = f"exported to {formats}, and checked, after its first use in PyTorch (select it again then)"
     entry.missing = {c: reason for c in CHOICES if c != EAGER_CHOICE}
 
     def load():

@@ -22,11 +22,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(description="detdemo: detect and segment objects in the browser")
     p.add_argument("--model", default=env("DETDEMO_MODEL"),
-                   help="export folder, training run folder, checkpoint, TorchScript .pt or .onnx file, or a Hub "
-                        "model repo USER/NAME[@REVISION] (shown first; the bundled models stay available)")
+                   help="export folder, training run folder, checkpoint, or one exported file (.onnx, .pt2, "
+                        "TorchScript .pt, ...), or a Hub model repo USER/NAME[@REVISION] (shown first; the bundled "
+                        "models stay available)")
     p.add_argument("--backend", choices=CHOICES, default=env("DETDEMO_BACKEND"),
-                   help="backend selected at start (default: the first the model has); a Hub model's TorchScript "
-                        "file (which runs code when loaded) is downloaded only when this names it")
+                   help="backend selected at start (default: the first the model has); a Hub model's TorchScript, "
+                        ".pt2 or AOTInductor file (loading them runs code from the file) is downloaded only when this "
+                        "names its backend")
     p.add_argument("--device", default=env("DETDEMO_DEVICE", "auto"),
                    help="auto, cpu, cuda or cuda:N: every backend runs there (auto: the GPU when there is one)")
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; 0.0.0.0 for a network)")

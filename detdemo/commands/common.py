@@ -10,8 +10,8 @@ def add_model_options(p: argparse.ArgumentParser, *, required: bool = True) -> N
     from export.formats import BACKENDS
 
     p.add_argument("--model", "--checkpoint", dest="model", required=required, metavar="PATH",
-                   help="a detdemo checkpoint, a TorchScript or ONNX file, an export folder or a training run folder "
-                        "(--checkpoint is an alias)")
+                   help="a detdemo checkpoint, an exported file (ONNX, .pt2, AOTInductor, TorchScript, OpenVINO), an "
+                        "export folder, a training run folder or a Hub repo USER/NAME[@REV] (--checkpoint is an alias)")
     p.add_argument("--backend", choices=tuple(BACKENDS), default=None,
                    help="runtime (default: the one that reads the file; for a folder, PyTorch)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

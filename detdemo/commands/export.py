@@ -8,14 +8,21 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     from detdemo.data.layout import LAYOUTS
-    from export.formats import DEFAULT_FORMATS, FORMATS
+    from export.formats import DEFAULT_FORMATS, FORMATS, ONNX_EXPORTERS
 
-    p = sub.add_parser("export", help="export a checkpoint to TorchScript, ONNX, OpenVINO and their INT8 versions")
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, ExportedProgram (.pt2), AOTInductor, TorchScript, "
+                                      "OpenVINO and INT8 versions")
     p.add_argument("--checkpoint", "--model", dest="checkpoint", required=True,
                    help="a detdemo checkpoint or a training run folder")
     p.add_argument("--format", nargs="+", default=list(DEFAULT_FORMATS), choices=tuple(FORMATS),
-                   help=f"default: {' '.join(DEFAULT_FORMATS)}; the INT8 and OpenVINO files are made from the onnx "
-                        "file")
+                   help=f"default: {' '.join(DEFAULT_FORMATS)} (exporters PyTorch keeps; torchscript is deprecated); "
+                        "the INT8 and OpenVINO files are made from the onnx file")
+    p.add_argument("--onnx-exporter", choices=ONNX_EXPORTERS, default="auto",
+                   help="auto (default): the dynamo exporter where torch.export handles the architecture, the legacy "
+                        "TorchScript-based one (deprecated) elsewhere")
+    p.add_argument("--device", default="cpu",
+                   help="what the aoti package is compiled for: cpu (default), cuda or cuda:N (on a machine with a "
+                        "GPU)")
     p.add_argument("--out", required=True, help="the export folder")
     p.add_argument("--calibration", default=None, metavar="DATA_OR_FOLDER",
                    help="images that set INT8 ranges (onnx-int8, openvino-int8): a folder of images or a dataset (its "
@@ -91,9 +98,13 @@ def run_export(args: argparse.Namespace) -> int:
         calibration = calibration_files(args.calibration, args.calibration_images)
     if args.check and args.data:  # refuse a dataset the check cannot use before exporting anything
         check_data_usable(args.checkpoint, args.data, args.split)
-    paths = export_checkpoint(args.checkpoint, tuple(args.format), args.out, calibration=calibration)
+    skipped: dict[str, str] = {}
+    paths = export_checkpoint(args.checkpoint, tuple(args.format), args.out, calibration=calibration,
+                              onnx_exporter=args.onnx_exporter, device=args.device, skipped=skipped)
     for kind, path in paths.items():
         print(f"{kind:12s} {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    for kind, why in skipped.items():
+        print(f"{kind:12s} skipped: {why}")
     if args.check:
         return run_check(check_args(args.out, data=args.data, split=args.split))
     return 0

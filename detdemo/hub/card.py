@@ -32,6 +32,7 @@ class ModelFacts:
     masks: bool = False
     space_id: str | None = None
     pictures: list[tuple[str, str]] = field(default_factory=list)  # (file in the repo, caption): evaluation pictures
+    runs_code: list[str] = field(default_factory=list)  # files whose loading runs code from the file (pt2, ...)
 
 
 def _eval_results(facts: ModelFacts) -> list:
@@ -63,6 +64,15 @@ def _usage(facts: ModelFacts) -> str:
                   f"{facts.repo_id.split('/')[-1]!r}, 'pytorch', 0.5, True, True, True, api_name='/predict')",
                   "```"]
     return "\n".join(lines)
+
+
+def _runs_code(facts: ModelFacts) -> str:
+    if not facts.runs_code:
+        return ""
+    names = ", ".join(f"`{name}`" for name in facts.runs_code)
+    return (f"\nLoading {names} runs code from the file (PyTorch's loaders unpickle, evaluate or load native code): "
+            "load them only if you trust this repository. detdemo fetches them only when their backend is asked for "
+            "by name; the safetensors weights and the ONNX model run no code.\n")
 
 
 def _pictures(facts: ModelFacts) -> str:
@@ -111,7 +121,7 @@ A torchvision `{facts.arch}` {'instance-segmentation' if facts.masks else 'objec
 
 `config.json` holds the architecture, classes, model options and preprocessing; `export.json` lists the files and
 their verified figures.
-
+{_runs_code(facts)}
 ## Verification
 
 Every exported file was compared with the PyTorch model before publishing (reports: `parity.md`, `accuracy.md`):

@@ -1,0 +1,99 @@
+"""torch.export of the graph (``export.torch_export``) and its scoped patches (``export.patches``): the patches are
+active only inside their block, eager results are bit-identical before and after an export, and the exported
+program computes what eager computes on images of every size the transform makes, down to one pixel high."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from detdemo import build_model
+from export.patches import PATCHES, SWAPPED, export_patches
+from export.torch_export import BLOCKED_FAMILIES, export_program, graph_wrapper
+
+
+def _nms_fake_kernel():
+    return torch._library.simple_registry.singleton.find("torchvision::nms").fake_impl.kernel
+
+
+def _light(arch: str = "maskrcnn_light", **kw):
+    torch.manual_seed(0)
+    kw = {"min_size": 128, "max_size": 160, "box_score_thresh": 0.0, **kw}  # random weights: keep every detection
+    return build_model(arch, 4, ["circle", "square", "triangle"], **kw)
+
+
+def _eager(model, *images) -> list[tuple[torch.Tensor, ...]]:
+    wrapper = graph_wrapper(model, "maskrcnn_light")
+    with torch.no_grad():
+        return [wrapper(x) for x in images]
+
+
+def _same(a: list[tuple[torch.Tensor, ...]], b: list[tuple[torch.Tensor, ...]]) -> bool:
+    return all(len(x) == len(y) and all(torch.equal(s, t) for s, t in zip(x, y)) for x, y in zip(a, b))
+
+
+SIZES = [(128, 160), (160, 96), (33, 160), (20, 160), (1, 150), (160, 1)]  # the transform's range, to 1 px
+
+
+@pytest.fixture(scope="module")
+def light():
+    """(model, eager outputs on SIZES computed before any export, images, program): a light Mask R-CNN with a
+    pyramid (multi-level RoIAlign, a stride-32 level), random weights keeping every detection."""
+    model, cfg = _light(fpn_channels=32)
+    images = [torch.rand(3, h, w, generator=torch.Generator().manual_seed(h * w)) for h, w in SIZES]
+    before = _eager(model, *images), _big_nms()
+    return model, before, images, export_program(model, cfg)
+
+
+def _big_nms() -> torch.Tensor:
+    """Eager batched_nms on 2000 boxes: over 4000 coordinates, torchvision's per-class strategy."""
+    from torchvision.ops import boxes as box_ops
+
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(2000, 2, generator=g) * 300
+    boxes = torch.cat([xy, xy + 5 + torch.rand(2000, 2, generator=g) * 60], dim=1)
+    return box_ops.batched_nms(boxes, torch.rand(2000, generator=g), torch.randint(0, 3, (2000,), generator=g), 0.5)
+
+
+def test_patches_are_active_only_inside_their_block_and_eager_is_unchanged(light):
+    model, (before, nms_before), images, _ = light  # an export happened in between
+    originals = {(owner, name): getattr(owner, name) for owner, name in SWAPPED}
+    fake = _nms_fake_kernel()
+    assert sum(len(out[0]) for out in before) > 20  # detections to compare
+    with export_patches():
+        assert all(getattr(owner, name) is not originals[(owner, name)] for owner, name in SWAPPED)
+        assert _nms_fake_kernel() is not fake and torch.fx.experimental._config.backed_size_oblivious
+    assert all(getattr(owner, name) is originals[(owner, name)] for owner, name in SWAPPED)
+    assert _nms_fake_kernel() is fake and not torch.fx.experimental._config.backed_size_oblivious
+    with pytest.raises(RuntimeError, match="inside"), export_patches():
+        raise RuntimeError("an error inside the block")
+    assert all(getattr(owner, name) is originals[(owner, name)] for owner, name in SWAPPED)
+    assert _nms_fake_kernel() is fake
+    assert _same(before, _eager(model, *images)) and torch.equal(nms_before, _big_nms())  # bit for bit
+    assert set(PATCHES) >= {"batched_nms", "nms_fake_kernel", "batch_images", "box_decode", "roi_align_levels"}
+    with pytest.raises(KeyError, match="unknown export patch"), export_patches(("no_such_patch",)):
+        pass
+
+
+def test_the_program_computes_what_eager_computes_at_every_size(light):
+    """Bit for bit on the CPU: the same kernels, and the patches' rewrites are exact. (Where eager NMS sees over
+    4000 coordinates it switches to per-class NMS, which the program does not: there the two agree within the
+    parity checker's tolerances, as the legacy ONNX export always has, not bit for bit.)"""
+    _, (eager, _), images, program = light
+    with torch.no_grad():
+        exported = [program.module()(x) for x in images]
+    assert [len(e[0]) for e in eager] == [len(e[0]) for e in exported]
+    assert _same(eager, exported)
+    model, cfg = _light(box_score_thresh=0.99)
+    assert len(_eager(model, torch.zeros(3, 128, 160))[0][0]) == 0  # an image without detections gives empty
+    empty = export_program(model, cfg).module()(torch.zeros(3, 128, 160))  # outputs, not a failed assertion
+    assert [tuple(t.shape) for t in empty] == [(0, 4), (0,), (0,), (0, 1, 28, 28)]
+
+
+def test_a_blocked_family_is_refused_with_the_reason():
+    from export.errors import ExportError
+
+    model, cfg = build_model("keypointrcnn_resnet50_fpn", 2, ["person"], min_size=128, max_size=160)
+    with pytest.raises(ExportError, match="heatmaps_to_keypoints"):
+        export_program(model, cfg)
+    assert "keypoint_rcnn" in BLOCKED_FAMILIES
