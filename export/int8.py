@@ -26,6 +26,7 @@ import inspect
 import logging
 import random
 import re
+import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -181,12 +182,15 @@ class OnnxQuantizer:
         options = {"calibration_cache_path": str(self.cache)} if self._cached else {}
         reader = None if self._cached and self.cache.is_file() else _Reader(self.calibration, self.transform,
                                                                                self.input_name)
-        with _quiet_root_logger():  # onnxruntime.quantization advises on the root logger
-            quantize_static(str(self.prepared), str(out), reader, quant_format=quant_format.QDQ, per_channel=True,
-                            weight_type=quant_type.QInt8, activation_type=quant_type.QUInt8,
-                            op_types_to_quantize=[*QUANTISED_OPS, *TRUNK_OPS], nodes_to_quantize=plan["nodes"],
-                            nodes_to_exclude=plan["kept_float"] + plan["stem"] + plan["returned_to_float"],
-                            calibrate_method=calibration_method.MinMax, **options)
+        if not plan["nodes"]:  # every layer in float (quantize_static reads an empty node list as "all nodes")
+            shutil.copyfile(self.prepared, out)
+        else:
+            with _quiet_root_logger():  # onnxruntime.quantization advises on the root logger
+                quantize_static(str(self.prepared), str(out), reader, quant_format=quant_format.QDQ,
+                                per_channel=True, weight_type=quant_type.QInt8, activation_type=quant_type.QUInt8,
+                                op_types_to_quantize=[*QUANTISED_OPS, *TRUNK_OPS], nodes_to_quantize=plan["nodes"],
+                                nodes_to_exclude=plan["kept_float"] + plan["stem"] + plan["returned_to_float"],
+                                calibrate_method=calibration_method.MinMax, **options)
         return {"quantization": {
             "method": "onnxruntime.quantization.quantize_static", "format": "QDQ", "prepared": "quant_pre_process",
             "weights": "int8 per channel", "activations": "uint8 per tensor, MinMax",
@@ -240,35 +244,63 @@ COORDINATE_OPS = (".*/model/[^/]+$", ".*/model/(rpn|roi_heads)/[^/]+$", ".*/mode
                   ".*/model/(rpn/)?anchor_generator/.*")
 
 
-def quantize_openvino(model, calibration: list[Path], transform, keep_float: tuple[str, ...]):
-    """(INT8 OpenVINO model, what was done) from a float OpenVINO model converted from our ONNX export."""
+def nncf_module():
     try:
         import nncf
     except ImportError:
         raise DetDemoError("format openvino-int8 needs NNCF: pip install 'detdemo[openvino]' (or pip install "
                            "nncf)") from None
-    inputs = list(calibration_inputs(calibration, transform))
-    if not inputs:
-        raise DetDemoError("none of the calibration images could be read")
-    # OpenVINO keeps the ONNX node names, which follow module paths (/model/roi_heads/box_predictor/...)
+    return nncf
+
+
+def openvino_ignored_scope(keep_float: tuple[str, ...]):
+    """What NNCF leaves float: the family's answer layers and every coordinate op. OpenVINO keeps the ONNX node
+    names, which follow module paths (/model/roi_heads/box_predictor/...)."""
     patterns = [".*/model/" + k.replace(".", "/") + "/.*" for k in keep_float] + list(COORDINATE_OPS)
+    return nncf_module().IgnoredScope(patterns=patterns, validate=False)
+
+
+@contextlib.contextmanager
+def nncf_errors():
+    """NNCF's progress at WARNING, and its exceptions as one DetDemoError line."""
     logger = logging.getLogger("nncf")
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
-        quantized = nncf.quantize(model, nncf.Dataset(inputs), subset_size=len(inputs),
-                                  ignored_scope=nncf.IgnoredScope(patterns=patterns, validate=False))
+        yield
+    except DetDemoError:
+        raise
     except Exception as exc:  # noqa: BLE001 - NNCF raises its own types
         raise DetDemoError(f"NNCF could not quantise this model ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     finally:
         logger.setLevel(level)
-    return quantized, {"quantization": {"method": f"nncf.quantize {nncf.__version__}", "format": "OpenVINO IR",
-                                        "weights": "int8 per channel", "activations": "int8, NNCF defaults",
-                                        "calibration_images": len(inputs),
-                                        "kept_float": [*keep_float, "coordinate ops (decoding, RoI pooling, anchors)"],
-                                        "calibration_files_sample": [p.name for p in calibration[:5]]}}
 
 
-__all__ = ["OnnxQuantizer", "calibration_files", "float_nodes", "fused_op_counts", "onnx_plan", "quantize_onnx",
-           "quantize_openvino"]
+def openvino_settings(calibration: list[Path], keep_float: tuple[str, ...], n_inputs: int) -> dict:
+    """What the file's metadata says about an NNCF quantisation."""
+    return {"method": f"nncf.quantize {nncf_module().__version__}", "format": "OpenVINO IR",
+            "weights": "int8 per channel", "activations": "int8, NNCF defaults", "calibration_images": n_inputs,
+            "kept_float": [*keep_float, "coordinate ops (decoding, RoI pooling, anchors)"],
+            "calibration_files_sample": [p.name for p in calibration[:5]]}
+
+
+def openvino_calibration(calibration: list[Path], transform) -> list:
+    inputs = list(calibration_inputs(calibration, transform))
+    if not inputs:
+        raise DetDemoError("none of the calibration images could be read")
+    return inputs
+
+
+def quantize_openvino(model, calibration: list[Path], transform, keep_float: tuple[str, ...]):
+    """(INT8 OpenVINO model, what was done) from a float OpenVINO model converted from our ONNX export."""
+    nncf = nncf_module()
+    inputs = openvino_calibration(calibration, transform)
+    with nncf_errors():
+        quantized = nncf.quantize(model, nncf.Dataset(inputs), subset_size=len(inputs),
+                                  ignored_scope=openvino_ignored_scope(keep_float))
+    return quantized, {"quantization": openvino_settings(calibration, keep_float, len(inputs))}
+
+
+__all__ = ["OnnxQuantizer", "calibration_files", "float_nodes", "fused_op_counts", "onnx_plan", "openvino_calibration",
+           "openvino_ignored_scope", "openvino_settings", "quantize_onnx", "quantize_openvino"]

@@ -20,6 +20,7 @@ from detdemo.fileio import write_json
 from detdemo.hub.card import ModelFacts, write_card
 from detdemo.models.portable import WEIGHTS_FILE, save_portable
 from export.formats import FORMATS, MANIFEST, backend_label, choice_label, choice_of, companions
+from export.manifest import verified_of
 
 REPORTS = ("parity.json", "parity.md", "accuracy.json", "accuracy.md")
 EXAMPLES = "examples"
@@ -66,7 +67,7 @@ def verification_lines(folder: Path, manifest: dict) -> list[str]:
         lines.append(f"{_label(name)} (`{Path(b.get('file', '')).name}`), detection by detection on "
                      f"{len(b.get('images', []))} probe images: **{verdict}** — max box difference "
                      f"{o.get('max_box_diff_px', 0):.2g} px, max score difference {o.get('max_score_diff', 0):.2g}")
-    for name, f in (manifest.get("verified") or {}).items():
+    for name, f in verified_of(manifest).items():
         deltas = ", ".join(f"{k[1:-3]} ΔAP {v:+.4f}" for k, v in f.items() if k.startswith("d") and k.endswith("_AP"))
         lines.append(f"{_label(name)}, AP on {Path(str(f.get('data', ''))).name} {f.get('split', '')} "
                      f"({f.get('images', '?')} images): **{'PASS' if f.get('passed') else 'FAIL'}** — "

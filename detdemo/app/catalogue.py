@@ -71,7 +71,8 @@ class ModelEntry:
         if not figures:
             return BACKEND_LABELS[choice]
         deltas = ", ".join(f"{v:+.3f}" for k, v in figures.items() if k.startswith("d") and k.endswith("_AP"))
-        precision = f" {figures['precision']}" if figures.get("precision") not in (None, "fp32", "int8") else ""
+        ran = figures.get("precision")  # what the CPU ran, where it differs (bf16 asked, fp32 run without AVX512-BF16)
+        precision = f" (ran {ran})" if ran and ran != format_precision(format_of_choice(choice)) else ""
         return f"{BACKEND_LABELS[choice]}{precision} (ΔAP {deltas})"
 
 
@@ -125,6 +126,7 @@ def entry_from_path(path: str | Path, name: str | None = None, *, backend: str |
     Reduced-precision files (INT8, OpenVINO's bf16) are offered only when the folder's manifest holds their
     verified accuracy (``detdemo check-export DIR --data ...``) and it passed. From the Hub, every safe backend's
     files are fetched; TorchScript's only when ``backend`` names it (loading it runs code from the file)."""
+    from export.manifest import verified_of
     from export.runtime import file_kind, folder_files, read_manifest
 
     path = Path(path).expanduser()
@@ -151,12 +153,12 @@ def entry_from_path(path: str | Path, name: str | None = None, *, backend: str |
                 missing[choice_of(fmt)] = "not served from the Hub unless asked for (--backend torchscript)"
             by_format = kept
         manifest = read_manifest(path) or {}
-        verified = {choice_of(fmt): v for fmt, v in (manifest.get("verified") or {}).items() if fmt in FORMATS}
+        verified = {choice_of(fmt): v for fmt, v in verified_of(manifest).items() if fmt in FORMATS}
         files = {}
         for fmt, file in by_format.items():
             choice = choice_of(fmt)
             figures = verified.get(choice)
-            unverified = format_precision(fmt) in (*REDUCED, "auto") and not (figures and figures.get("passed"))
+            unverified = format_precision(fmt) in REDUCED and not (figures and figures.get("passed"))
             if unverified:
                 missing[choice] = ("failed its accuracy check on " + figures["data"] if figures else
                                    "reduced precision, not verified on labelled data yet (detdemo check-export "
@@ -250,7 +252,7 @@ class Catalogue:
                     fmt = format_of_choice(backend)
                     precision = format_precision(fmt)
                     predictor = load_predictor(entry.files[backend], format_backend(fmt), self.device,
-                                               precision=None if precision in ("fp32", "auto") else precision)
+                                               precision=None if precision == "fp32" else precision)
                 else:
                     predictor = entry.loader()
             except DetDemoError as exc:
