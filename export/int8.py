@@ -175,8 +175,9 @@ class OnnxQuantizer:
         self._cached = "calibration_cache_path" in inspect.signature(self._cls[3]).parameters  # onnxruntime >= 1.31
         self.plan = onnx_plan(self.graph, keep_float)
 
-    def write(self, out: Path, also_float: tuple[str, ...] = ()) -> dict:
-        """Write ``out`` (QDQ INT8) with the nodes ``also_float`` returned to float; returns what was done."""
+    def write(self, out: Path, also_float: tuple[str, ...] = (), count_fused: bool = True) -> dict:
+        """Write ``out`` (QDQ INT8) with the nodes ``also_float`` returned to float; returns what was done (with
+        ``count_fused``, what onnxruntime fuses: a session of its own, skipped for the repair's candidates)."""
         calibration_method, quant_format, quant_type, quantize_static, _ = self._cls
         plan = onnx_plan(self.graph, self.keep_float, tuple(also_float))
         options = {"calibration_cache_path": str(self.cache)} if self._cached else {}
@@ -197,7 +198,8 @@ class OnnxQuantizer:
             "calibration_images": len(self.calibration), "quantized_nodes": len(plan["quantized_convs"]),
             "quantized_trunk_ops": len(plan["trunk_ops"]), "kept_float": list(self.keep_float),
             "kept_float_nodes": len(plan["kept_float"]), "stem_float_nodes": plan["stem"],
-            "returned_to_float": plan["returned_to_float"], "onnxruntime_fused": fused_op_counts(out),
+            "returned_to_float": plan["returned_to_float"],
+            **({"onnxruntime_fused": fused_op_counts(out)} if count_fused else {}),
             "calibration_files_sample": [p.name for p in self.calibration[:5]]}}
 
 

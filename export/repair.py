@@ -312,11 +312,18 @@ def repair_onnx(folder: Path, search: SearchSet, calibration: list[Path], transf
         log(f"onnx-int8: {len(ranking)} quantised tensors ranked by quantisation noise "
             f"({time.perf_counter() - t0:.0f} s); returning the noisiest to float")
 
-        def nodes_for(k: int) -> tuple[str, ...]:
-            return tuple(sorted({n for _, _, nodes in ranking[:k] for n in nodes}))
+        steps: list[tuple[int, tuple[str, ...]]] = []  # (tensors taken, nodes in float): only where the set grows
+        taken: set[str] = set()
+        for i, (_, _, nodes) in enumerate(ranking, start=1):
+            if not nodes <= taken:
+                taken |= nodes
+                steps.append((i, tuple(sorted(taken))))
 
-        def write(path: Path, k: int) -> dict:
-            info = quantizer.write(path, nodes_for(k))
+        def nodes_for(k: int) -> tuple[str, ...]:
+            return steps[k - 1][1] if k else ()
+
+        def write(path: Path, k: int, final: bool = False) -> dict:
+            info = quantizer.write(path, nodes_for(k), count_fused=final)
             proto = onnx.load(str(path))
             stamp_onnx(proto, {**meta, **info})  # the file's own metadata: what the runtime reads
             onnx.save(proto, str(path))
@@ -328,23 +335,24 @@ def repair_onnx(folder: Path, search: SearchSet, calibration: list[Path], transf
                 write(candidate, k)
                 evaluated[k] = evaluate(candidate)
                 candidate.unlink()
-                log(f"onnx-int8: the {k} noisiest tensor(s) in float ({len(nodes_for(k))} nodes): drop "
-                    f"{evaluated[k]:+.4f}")
+                log(f"onnx-int8: the {steps[k - 1][0]} noisiest tensor(s) in float ({len(nodes_for(k))} nodes): "
+                    f"drop {evaluated[k]:+.4f}")
             return evaluated[k]
 
         def in_budget() -> bool:
             return time.perf_counter() - t0 < config.budget_s
 
         evaluated[0] = initial
-        hi = fewest(len(ranking), attempt, config.max_drop, in_budget)
+        hi = fewest(len(steps), attempt, config.max_drop, in_budget)
         reached = hi is not None
         best = hi if reached else min(evaluated, key=evaluated.get)
-        info = write(work / "final.onnx", best)
+        info = write(work / "final.onnx", best, final=True)
         returned = nodes_for(best)
         record.update({"needed": True, "reached": reached, "drop_after": round(evaluated[best], 4),
                        "returned_to_float": sorted({dotted(group_of(n)) for n in returned}),
                        "returned_nodes": list(returned), "quantised_nodes_before": len(quantizer.plan["nodes"]),
-                       "noisiest_tensors_db": {t: round(db, 1) for t, db, _ in ranking[: max(best, 8)]},
+                       "noisiest_tensors_db": {t: round(db, 1) for t, db, _ in
+                                               ranking[: max(steps[best - 1][0] if best else 0, 8)]},
                        "evaluations": len(evaluated), "budget_s": config.budget_s,
                        "seconds": round(time.perf_counter() - t0, 1)})
         proto = onnx.load(str(work / "final.onnx"))
@@ -372,10 +380,11 @@ COMPUTED_IN_INT8 = ("Convolution", "GroupConvolution", "MatMul", "Add", "Multipl
 
 
 def _quantised_ops(model) -> set[str]:
-    """Ops of an NNCF-quantised IR that compute on a FakeQuantize'd input, by their ONNX node name."""
+    """Ops of an NNCF-quantised IR whose activation input is FakeQuantize'd, by their ONNX node name (weights are
+    left out: NNCF compresses their FakeQuantize into int8 constants at the end, after the intermediate model)."""
     names = set()
     for op in model.get_ops():
-        if op.get_type_name() == "FakeQuantize":
+        if op.get_type_name() == "FakeQuantize" and op.input_value(0).get_node().get_type_name() != "Constant":
             for out in op.outputs():
                 names.update(t.get_node().get_friendly_name().removesuffix("/WithoutBiases")
                              for t in out.get_target_inputs() if t.get_node().get_type_name() in COMPUTED_IN_INT8)

@@ -71,9 +71,9 @@ def run_export(args: argparse.Namespace) -> int:
             raise DetDemoError(f"--format {' '.join(int8)} needs --calibration DATA_OR_FOLDER: INT8 ranges come from "
                                "your own images")
         calibration = calibration_files(args.calibration, args.calibration_images)
-    if args.check and args.data:  # refuse a dataset the check cannot use before exporting anything
+    search = repair_search(args, int8)  # opened and split before exporting anything
+    if args.check and args.data:  # refuse a dataset the check cannot use before exporting anything, too
         check_data_usable(args.checkpoint, args.data, args.split)
-    search = repair_search(args, int8)  # opened and split before exporting anything, too
     paths = export_checkpoint(args.checkpoint, tuple(args.format), args.out, calibration=calibration)
     if search is not None:
         from export.repair import repair_folder
