@@ -13,17 +13,19 @@ a later check on the same data can be steered.
 
 **openvino-int8**: NNCF's ``quantize_with_accuracy_control`` with our AP as its validation function: each candidate
 IR, compiled by NNCF, runs through the host pipeline every runtime uses (``OpenVinoPredictor.from_compiled``); its
-metric is the worst per-type AP delta to eager on the given images, so NNCF's absolute drop is our drop. NNCF ranks
-groups of quantisers by that metric and reverts the most harmful until the drop is within D.
+metric is 1 + the worst per-type AP delta to eager on the given images, so NNCF's absolute drop is our drop. NNCF
+ranks groups of quantisers by that metric and reverts the most harmful until the drop is within D, at most
+``max_iterations`` times.
 
-**onnx-int8**: the same idea, searched here, since onnxruntime's tools have no accuracy control. Groups are module
-blocks (a ResNet bottleneck, a MobileNet inverted residual, an FPN layer, a head layer: ``group_of``). Ranking every
-group by AP would cost one evaluation per group, so a proxy ranks them first: the quantisation noise each group
-injects, as signal-to-quantisation-noise ratios of its activations and weights on a few search images
-(onnxruntime's ``qdq_loss_debug``); then AP decides: the k noisiest groups go back to float for k = 1, 2, 4, ...
-until the drop is within D, and a bisection finds the fewest. About 2·log2(groups) evaluations, bounded by
+**onnx-int8**: the same idea, searched here, since onnxruntime's tools have no accuracy control. Ranking every layer
+by AP would cost one evaluation per layer, so a proxy ranks first: the quantisation noise each quantised tensor
+carries (signal-to-quantisation-noise ratio before vs after its Q/DQ pair, and of each weight, on a few search
+images: onnxruntime's ``qdq_loss_debug``). A tensor's producer and consumers go back to float together (its Q/DQ
+pair sits between them). Then AP decides: the noisiest 1, 2, 4, ... go to float until the drop is within D, and a
+bisection finds the fewest (``fewest``): about 2·log2(n) evaluations, calibration done once, bounded by
 ``RepairConfig.budget_s`` (when it runs out, the best file found is kept and the record says the limit was not
-reached).
+reached). The record names the module blocks touched (``group_of``: a ResNet bottleneck, a MobileNet block, an FPN
+layer, a head layer) and every node.
 
 Both record what went back to float in the file's metadata (``repair``), the manifest and ``accuracy.md``.
 """
@@ -69,14 +71,18 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
     return sorted(order[:k]), sorted(order[k:])
 
 
+def dataset_root(dataset) -> Path:
+    root = Path(dataset.root)
+    return (root.parent if root.is_file() else root).resolve()
+
+
 def image_names(dataset) -> list[str]:
     """Each image's name as the manifest records it: its path inside the dataset's folder."""
-    root = Path(dataset.root)
-    root = root.parent if root.is_file() else root
+    root = dataset_root(dataset)
     names = []
     for rec in dataset.records:
         try:
-            names.append(Path(rec.path).resolve().relative_to(root.resolve()).as_posix())
+            names.append(Path(rec.path).resolve().relative_to(root).as_posix())
         except ValueError:
             names.append(Path(rec.path).name)
     return names
@@ -97,16 +103,18 @@ def search_dataset(data: str, class_names: list[str], split: str, config: Repair
         source = (f"seeded {config.search_fraction:.0%} of --data's {split!r} images (seed {config.seed}); the "
                   f"other {n - len(keep)} give the verdict")
     keep_images(dataset, keep)
-    return dataset, {"data": str(data), "split": split, "source": source, "images": image_names(dataset)}
+    return dataset, {"data": str(data), "root": str(dataset_root(dataset)), "split": split, "source": source,
+                     "images": image_names(dataset)}
 
 
 def leave_out_search_images(dataset, manifest: dict) -> tuple[object, int]:
-    """The verdict's dataset without any image the export's repair search was steered by (matched by name inside
-    the dataset's folder); returns it and how many were left out."""
+    """The verdict's dataset without any image the export's repair search was steered by (the same dataset folder,
+    the same name inside it); returns it and how many were left out."""
     from detdemo.data.layout import keep_images
 
+    root = str(dataset_root(dataset))
     steered = {name for r in (manifest.get("repair") or {}).values() if isinstance(r, dict)
-               for name in (r.get("search") or {}).get("images", [])}
+               and (r.get("search") or {}).get("root") == root for name in r["search"].get("images", [])}
     if not steered:
         return dataset, 0
     names = image_names(dataset)

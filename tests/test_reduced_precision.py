@@ -223,3 +223,22 @@ def test_onnx_int8_runs_as_fused_integer_kernels(verified):
     assert counted["float_conv"] <= len(meta["quantization"]["stem_float_nodes"]) + meta["quantization"][
         "kept_float_nodes"]
     assert counted["QLinearAdd"] > 0  # MobileNetV2's residual additions run in int8 too
+
+
+def test_a_folder_from_before_openvino_had_two_choices_still_loads(verified, tmp_path):
+    """Its manifest lists the IR once, under "openvino", with the verdict of a bf16 run: both choices load, the bf16
+    verdict is read as openvino-bf16's, and openvino itself is the fp32 choice (offered like ONNX Runtime)."""
+    from detdemo.app.catalogue import entry_from_path
+    from export.runtime import folder_files, load_predictor
+
+    old = tmp_path / "old"
+    shutil.copytree(verified, old)
+    manifest = json.loads((old / "export.json").read_text())
+    bf16 = {**manifest["verified"].pop("openvino-bf16"), "precision": "bf16"}
+    manifest["verified"]["openvino"] = bf16  # as check-export recorded it on a bf16 CPU before the split
+    (old / "export.json").write_text(json.dumps(manifest))
+    assert folder_files(old)["openvino-bf16"] == folder_files(old)["openvino"] == old / "model.xml"
+    entry = entry_from_path(old)
+    assert entry.verified["openvino-bf16"] == bf16 and "openvino" not in entry.verified
+    assert {"openvino", "openvino-bf16"} <= set(entry.backends) and "ΔAP" in entry.label("openvino-bf16")
+    assert load_predictor(old, "openvino").precision == "fp32"
