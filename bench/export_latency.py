@@ -34,10 +34,11 @@ PHOTOS = SHARED / "coco128" / "val2017"
 RUNTIMES = {  # name -> (backend, precision)
     "eager": ("pytorch", "fp32"), "eager-bf16": ("pytorch", "bf16"), "torchscript": ("torchscript", None),
     "onnxruntime": ("onnxruntime", None), "onnxruntime-int8": ("onnxruntime", "int8"),
-    "openvino": ("openvino", None), "openvino-fp32": ("openvino", "fp32"), "openvino-int8": ("openvino", "int8"),
+    "openvino": ("openvino", "fp32"), "openvino-bf16": ("openvino", "bf16"), "openvino-int8": ("openvino", "int8"),
 }
 FORMAT_OF_RUNTIME = {"torchscript": "torchscript", "onnxruntime": "onnx", "onnxruntime-int8": "onnx-int8",
-                     "openvino": "openvino", "openvino-int8": "openvino-int8", "eager-bf16": "eager-bf16"}
+                     "openvino": "openvino", "openvino-bf16": "openvino-bf16", "openvino-int8": "openvino-int8",
+                     "eager-bf16": "eager-bf16"}
 
 
 def worker(runtime: str, path: str, images: list[str], repeats: int) -> dict:

@@ -90,8 +90,12 @@ class ExportCheck:
         out = Path(out_dir) if out_dir else self.folder
         written = list(write_reports(self.parity, out))
         if self.accuracy is not None:
+            from export.manifest import read_manifest
+            from export.repair import markdown_section
+
+            repair = markdown_section(read_manifest(self.folder) or {}, self.accuracy.get("search_images_left_out", 0))
             written += [write_json(out / "accuracy.json", self.accuracy),
-                        write_text(out / "accuracy.md", accuracy_markdown(self.accuracy))]
+                        write_text(out / "accuracy.md", accuracy_markdown(self.accuracy) + repair)]
             if record:
                 self._record()
         return written
@@ -206,15 +210,17 @@ def check_export(folder: str | Path, *, images=None, data: str | None = None, sp
     probe_images = default_probes(_probe_files(images), extras=probes == "full", skipped=skipped)
     for reason in skipped:
         warn(f"skipped probe {reason}")
-    dataset = None
+    dataset, left_out = None, 0
     if data:  # the dataset's classes against the model's, before anything runs (the manifest records them)
+        from export.repair import leave_out_search_images
+
         names = manifest.get("class_names")
         if names is None:
             names = load_predictor(files["eager"], "pytorch", "cpu").class_names
         dataset = open_accuracy_data(data, names, split, layout)
+        dataset, left_out = leave_out_search_images(dataset, manifest)  # what steered a repair never judges it
     reference = load_predictor(files["eager"], "pytorch", device)
-    candidates = [(fmt, load_predictor(path, format_backend(fmt), device,
-                                       precision="int8" if format_precision(fmt) == "int8" else None))
+    candidates = [(fmt, load_predictor(path, format_backend(fmt), device, precision=format_precision(fmt)))
                   for fmt, path in files.items() if fmt != "eager"]
     for p in [reference, *(c for _, c in candidates)]:
         for note in p.notes:
@@ -228,6 +234,9 @@ def check_export(folder: str | Path, *, images=None, data: str | None = None, sp
         accuracy = accuracy_report(reference, candidates, data, split, layout,
                                    tol=accuracy_tolerances or AccuracyTolerances(), progress=progress,
                                    dataset=dataset)
+        if left_out:
+            warn(f"{left_out} image(s) of {data} steered this export's --max-ap-drop search: left out of the AP gate")
+            accuracy["search_images_left_out"] = left_out
     return ExportCheck(folder, parity, accuracy, skipped, cases_of(parity, accuracy))
 
 

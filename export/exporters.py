@@ -33,7 +33,7 @@ from detdemo.fileio import atomic_path, remove_stale_temps, write_json
 from detdemo.inference.pipeline import transform_spec
 from detdemo.models import ModelConfig, get_spec, model_from_checkpoint
 from export.errors import ExportError
-from export.formats import EAGER_FILE, FORMATS, MANIFEST, ONNX_EXPORTERS, companions
+from export.formats import EAGER_FILE, EXPORTED, FORMATS, MANIFEST, ONNX_EXPORTERS, companions, exported_format
 from export.metadata import build_metadata, dumps, stamp_onnx
 from export.quiet import torchscript_quiet
 from export.wrappers import OnnxDetector, ScriptableDetector, gather_merge_levels
@@ -221,9 +221,10 @@ def export_order(formats: tuple[str, ...]) -> list[str]:
     order."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
-        raise DetDemoError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}")
+        raise DetDemoError(f"unknown export format(s) {unknown}; choose from {', '.join(EXPORTED)}")
+    formats = tuple(exported_format(f) for f in formats)  # openvino-bf16 runs the openvino file
     wanted = set(formats) | {FORMATS[f].needs for f in formats if FORMATS[f].needs}
-    return [f for f in FORMATS if f in wanted]
+    return [f for f in EXPORTED if f in wanted]
 
 
 def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str | Path,
@@ -259,7 +260,7 @@ def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str
     if len(paths) == 1:
         raise ExportError(f"{cfg.arch}: none of the formats could be exported: " +
                           "; ".join(f"{fmt}: {why}" for fmt, why in skipped.items()))
-    for fmt in (f for f in FORMATS if f not in paths):  # an earlier export's other formats, and skipped ones
+    for fmt in (f for f in EXPORTED if f not in paths):  # an earlier export's other formats, and skipped ones
         for name in (FORMATS[fmt].file, *companions(FORMATS[fmt].file)):
             (out / name).unlink(missing_ok=True)
     metrics = data.get("metrics") or {}
@@ -274,8 +275,8 @@ def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str
 
 def record_verification(folder: Path, figures: dict) -> None:
     """Add each file's verified figures (check-export) to the manifest, keeping everything else."""
-    from export.runtime import read_manifest
+    from export.manifest import read_manifest, verified_of
 
     manifest = read_manifest(folder) or {}
-    manifest["verified"] = {**manifest.get("verified", {}), **figures}
+    manifest["verified"] = {**verified_of(manifest), **figures}
     write_json(folder / MANIFEST, manifest)

@@ -30,10 +30,11 @@ class Format:
     name: str  # --format value
     file: str  # its file name in an export folder
     backend: str  # the backend that runs it
-    precision: str  # "fp32", "int8", or "auto" (bf16 where the CPU has it, else fp32: decided when loaded)
+    precision: str  # "fp32", "bf16" or "int8": how the file runs, and so how it is judged (REDUCED: by AP)
     choice: str = ""  # its name as a backend choice in the app and its API ("onnxruntime", "onnxruntime-int8")
     needs: str = ""  # a format that must be exported first (the ONNX file the others are made from)
     library: str = ""  # the Python package it needs, named in the error when missing
+    runs: str = ""  # another format whose file this one runs at its own precision (not a file of its own)
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
@@ -50,11 +51,16 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("onnx", "model.onnx", "onnxruntime", "fp32", "onnxruntime"),
     Format("onnx-int8", "model.int8.onnx", "onnxruntime", "int8", "onnxruntime-int8", needs="onnx",
            library="onnxruntime"),
-    Format("openvino", "model.xml", "openvino", "auto", "openvino", needs="onnx", library="openvino"),
+    # OpenVINO's float IR is two choices: fp32, checked detection by detection like ONNX Runtime, and bf16 (on CPUs
+    # with AVX512-BF16/AMX; fp32 elsewhere), judged by AP. Export folders before this split list only "openvino".
+    Format("openvino", "model.xml", "openvino", "fp32", "openvino", needs="onnx", library="openvino"),
+    Format("openvino-bf16", "model.xml", "openvino", "bf16", "openvino-bf16", needs="onnx", library="openvino",
+           runs="openvino"),
     Format("openvino-int8", "model.int8.xml", "openvino", "int8", "openvino-int8", needs="onnx", library="nncf"),
     Format("pt2", "model.pt2", "pt2", "fp32", "pt2"),
     Format("aoti", "model.aoti.pt2", "inductor", "fp32", "inductor"),
 )}
+EXPORTED = tuple(f.name for f in FORMATS.values() if not f.runs)  # formats that are files: --format's choices
 EAGER_CHOICE = "pytorch"  # the eager checkpoint's name as a backend choice
 
 
@@ -76,7 +82,7 @@ def choice_label(choice: str) -> str:
     if choice == EAGER_CHOICE:
         return BACKENDS["pytorch"].label
     fmt = FORMATS[format_of_choice(choice)]
-    precision = {"int8": " INT8", "auto": ""}.get(fmt.precision, "")
+    precision = {"int8": " INT8", "bf16": " bf16"}.get(fmt.precision, "")
     return BACKENDS[fmt.backend].label + precision
 
 
@@ -95,7 +101,18 @@ ONNX_EXPORTERS = ("auto", "dynamo", "legacy")  # --onnx-exporter; auto: dynamo w
 
 
 def format_of_file(name: str) -> str | None:
-    return next((f.name for f in FORMATS.values() if f.file == name), None)
+    """The format that wrote a file of this name (not a second way of running it)."""
+    return next((f.name for f in FORMATS.values() if f.file == name and not f.runs), None)
+
+
+def run_as(fmt: str) -> tuple[str, ...]:
+    """The other formats that run ``fmt``'s file (``openvino`` -> ``openvino-bf16``)."""
+    return tuple(f.name for f in FORMATS.values() if f.runs == fmt)
+
+
+def exported_format(fmt: str) -> str:
+    """The format whose file ``fmt`` is (itself, or the one it ``runs``)."""
+    return FORMATS[fmt].runs or fmt
 
 
 def backend_label(name: str) -> str:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from detdemo.errors import DetDemoError
-from export.formats import MANIFEST
+from export.formats import FORMATS, MANIFEST
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -32,3 +32,16 @@ def member(folder: Path, name: object) -> Path:
             or any(p in ("", ".", "..") for p in parts)):
         raise DetDemoError(f"{folder / MANIFEST}: refusing file name {text!r} (it must stay inside {folder.name})")
     return folder / text
+
+
+def verified_of(manifest: dict) -> dict:
+    """The manifest's verified figures by format. Figures recorded under a file's format at another format's
+    precision are that format's: before OpenVINO's float IR became two choices, "openvino" ran bf16 on CPUs with
+    it, so an old folder's bf16 verdict is the openvino-bf16 choice's (and its fp32 one stays openvino's)."""
+    verified = dict(manifest.get("verified") or {})
+    for fmt in FORMATS.values():
+        base = verified.get(fmt.runs) if fmt.runs else None
+        if (base and fmt.name not in verified and base.get("precision") == fmt.precision
+                and fmt.precision != FORMATS[fmt.runs].precision):
+            verified[fmt.name] = verified.pop(fmt.runs)
+    return verified

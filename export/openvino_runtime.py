@@ -1,4 +1,10 @@
-"""OpenVINO as a runtime: the IR compiled for the CPU (bf16 where the CPU has it), behind the host pipeline."""
+"""OpenVINO as a runtime: the IR compiled for the CPU, behind the host pipeline.
+
+The float IR runs in fp32 (``INFERENCE_PRECISION_HINT=f32``: the ``openvino`` choice, checked detection by
+detection like ONNX Runtime) or, asked for, bf16 (``openvino-bf16``, judged by AP) on CPUs with AVX512-BF16/AMX;
+where the CPU has no bf16 it runs fp32 and says so (``precision``, ``notes``). The INT8 IR's float layers run in bf16
+where the CPU has it unless fp32 is asked for.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import torch
 
 from detdemo.errors import DetDemoError
 from detdemo.inference.device import resolve_device, usable_cpus
-from detdemo.inference.pipeline import HostPipeline
+from detdemo.inference.pipeline import HostPipeline, transform_from_spec
 from export.openvino_ir import RT_INFO_KEY, openvino_module
 from export.runtime import init_from_meta
 
@@ -40,22 +46,47 @@ class OpenVinoPredictor(HostPipeline):
         self.meta = json.loads(model.get_rt_info([RT_INFO_KEY]).astype(str))
         int8 = self.meta.get("format") == "openvino-int8"  # the file decides; its float layers as "auto" says
         if precision in ("auto", "int8"):
-            precision = "bf16" if cpu_supports_bf16(core) else "fp32"
+            precision = "bf16" if int8 else "fp32"
         if precision not in ("fp32", "bf16"):
-            raise DetDemoError(f"OpenVINO precision must be auto, fp32 or bf16, got {precision!r}")
-        hint = {"fp32": "f32", "bf16": "bf16"}[precision]
-        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
-                                                          "INFERENCE_NUM_THREADS": threads or usable_cpus()})
-        self.precision = "int8" if int8 else precision  # what the CPU really runs, recorded in reports
-        self.device = "cpu"
-        self.output_names = [o.any_name for o in self.compiled.outputs]
-        self.request = self.compiled.create_infer_request()
+            raise DetDemoError(f"OpenVINO precision must be auto, fp32, bf16 or int8, got {precision!r}")
+        if precision == "bf16" and not cpu_supports_bf16(core):
+            if not int8:
+                self.notes.append("this CPU has no bf16 (AVX512-BF16/AMX): OpenVINO runs the model in fp32")
+            precision = "fp32"
+        compiled = core.compile_model(model, "CPU", compile_config(precision, threads))
+        self._use(compiled, "int8" if int8 else precision)
         init_from_meta(self, Path(path))
+
+    def _use(self, compiled, precision: str) -> None:
+        self.compiled = compiled
+        self.precision = precision  # what the CPU really runs, recorded in reports
+        self.device = "cpu"
+        self.output_names = [o.any_name for o in compiled.outputs]
+        self.request = compiled.create_infer_request()
+
+    @classmethod
+    def from_compiled(cls, compiled, meta: dict, precision: str) -> OpenVinoPredictor:
+        """A predictor over a model compiled elsewhere, with the metadata of the file it came from: NNCF's
+        accuracy control (``export.repair``) hands each candidate to its validation function compiled."""
+        predictor = cls.__new__(cls)
+        HostPipeline.__init__(predictor)
+        predictor.meta = meta
+        predictor._use(compiled, precision)
+        predictor.class_names = meta.get("class_names", [])
+        predictor.transform = transform_from_spec(meta["transform"])
+        predictor.path = Path(f"<{meta.get('format', 'openvino')} being quantised>")
+        return predictor
 
     def _run_graph(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         result = self.request.infer({0: x.cpu().numpy()})
         out = {port.any_name: torch.from_numpy(value.copy()) for port, value in result.items()}
         return drop_phantom_rows(out)
+
+
+def compile_config(precision: str, threads: int | None = None) -> dict:
+    """The CPU plugin's settings for a precision ("fp32" or "bf16": the hint for the float layers)."""
+    return {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
+            "INFERENCE_NUM_THREADS": threads or usable_cpus()}
 
 
 def drop_phantom_rows(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

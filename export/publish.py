@@ -21,6 +21,7 @@ from detdemo.hub.card import ModelFacts, write_card
 from detdemo.models.portable import WEIGHTS_FILE, save_portable
 from export.formats import BACKENDS, FORMATS, MANIFEST, backend_label, choice_label, choice_of, companions
 from export.gate import INCONCLUSIVE, decide_text, interval_text, iou_types_of, verdict_of
+from export.manifest import verified_of
 
 REPORTS = ("parity.json", "parity.md", "accuracy.json", "accuracy.md")
 EXAMPLES = "examples"
@@ -67,7 +68,7 @@ def verification_lines(folder: Path, manifest: dict) -> list[str]:
         lines.append(f"{_label(name)} (`{Path(b.get('file', '')).name}`), detection by detection on "
                      f"{len(b.get('images', []))} probe images: **{verdict}** — max box difference "
                      f"{o.get('max_box_diff_px', 0):.2g} px, max score difference {o.get('max_score_diff', 0):.2g}")
-    for name, f in (manifest.get("verified") or {}).items():
+    for name, f in verified_of(manifest).items():
         deltas = ", ".join(f"{t} {interval_text(f, t)}" for t in iou_types_of(f))
         verdict = verdict_of(f)
         why = f"; {decide_text(f)}" if verdict == INCONCLUSIVE else ""

@@ -37,6 +37,7 @@ from export.formats import (
     companions,
     format_backend,
     format_precision,
+    run_as,
 )
 from export.manifest import member, read_manifest
 from export.quiet import torchscript_quiet
@@ -117,6 +118,8 @@ def folder_files(folder: str | Path, partial: bool = False) -> dict[str, Path]:
     if missing and not partial:
         raise DetDemoError(f"{folder}: {MANIFEST} lists {', '.join(missing)}, which is missing; re-run "
                            "`detdemo export`")
+    for fmt in list(present):  # the same file run another way (openvino's IR as openvino-bf16)
+        present.update({other: present[fmt] for other in run_as(fmt)})
     order = ["eager", *FORMATS]
     return {fmt: present[fmt] for fmt in order if fmt in present}
 
@@ -282,7 +285,8 @@ def load_predictor(path: str | Path, backend: str | None = None, device="auto", 
     TorchScript, ONNX, OpenVINO, ExportedProgram or AOTInductor file (any name), an export folder, a training run
     folder, or a Hugging Face Hub model repo as ``USER/NAME[@REVISION]`` (``export.hub_files``). ``device``: auto,
     cpu, cuda or cuda:N. ``precision``: bf16 runs PyTorch under autocast and OpenVINO in bf16; int8 picks a
-    folder's INT8 file; None/auto: the file's own (and for OpenVINO, bf16 where the CPU has it). ``options``:
+    folder's INT8 file; None/auto: the file's own (OpenVINO's float IR:
+    fp32; its INT8 IR: float layers in bf16 where the CPU has it). ``options``:
     runtime settings."""
     file, backend = resolve_model_file(path, backend, precision)
     module, _, name = BACKENDS[backend].runtime.partition(":")

@@ -41,21 +41,22 @@ class ShuffledMaskPredictor(nn.Module):
         super().__init__()
         up, logits = predictor.conv5_mask, predictor.mask_fcn_logits
         c_in, c, k = up.in_channels, up.out_channels, logits.out_channels
-        self.up = nn.Conv2d(c_in, 4 * c, 1)
-        self.logits = nn.Conv2d(4 * c, 4 * k, 1)
+        # named as torchvision names the layers they replace, so module paths (Family.keep_float) still apply
+        self.conv5_mask = nn.Conv2d(c_in, 4 * c, 1)
+        self.mask_fcn_logits = nn.Conv2d(4 * c, 4 * k, 1)
         with torch.no_grad():
             # channel o*4 + s holds sub-pixel s = 2a + b of channel o: PixelShuffle's channel order
-            self.up.weight.copy_(up.weight.permute(1, 2, 3, 0).reshape(4 * c, c_in, 1, 1))
-            self.up.bias.copy_(up.bias.repeat_interleave(4) if up.bias is not None else torch.zeros(4 * c))
+            self.conv5_mask.weight.copy_(up.weight.permute(1, 2, 3, 0).reshape(4 * c, c_in, 1, 1))
+            self.conv5_mask.bias.copy_(up.bias.repeat_interleave(4) if up.bias is not None else torch.zeros(4 * c))
             w = torch.zeros(k, 4, c, 4)
             for sub in range(4):
                 w[:, sub, :, sub] = logits.weight[:, :, 0, 0]
-            self.logits.weight.copy_(w.reshape(4 * k, 4 * c, 1, 1))
-            self.logits.bias.copy_(logits.bias.repeat_interleave(4))
+            self.mask_fcn_logits.weight.copy_(w.reshape(4 * k, 4 * c, 1, 1))
+            self.mask_fcn_logits.bias.copy_(logits.bias.repeat_interleave(4))
         self.shuffle = nn.PixelShuffle(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shuffle(self.logits(torch.relu(self.up(x))))
+        return self.shuffle(self.mask_fcn_logits(torch.relu(self.conv5_mask(x))))
 
     @staticmethod
     def applies_to(predictor: nn.Module) -> bool:

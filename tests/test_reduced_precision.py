@@ -43,7 +43,8 @@ def verified(labelled, tmp_path_factory) -> Path:
 
     before = entry_from_path(folder)
     assert "onnxruntime-int8" not in before.backends and "not verified" in before.missing["onnxruntime-int8"]
-    assert "openvino" not in before.backends and "openvino-int8" not in before.backends
+    assert "openvino-bf16" not in before.backends and "openvino-int8" not in before.backends
+    assert "openvino" in before.backends  # fp32: offered like ONNX Runtime, checked detection by detection
     probes = sorted((labelled / "val").iterdir())[:3]
     rc = main(["check-export", str(folder), "--probes", "basic", "--images", *map(str, probes), "--data",
                str(labelled)])
@@ -54,11 +55,13 @@ def verified(labelled, tmp_path_factory) -> Path:
 
 def test_the_accuracy_report_equals_eval_run_on_each_file(verified, labelled, tmp_path, monkeypatch):
     report = json.loads((verified / "accuracy.json").read_text())
-    assert set(report["files"]) == {"eager", "torchscript", "onnx", "onnx-int8", "openvino", "openvino-int8"}
+    assert set(report["files"]) == {"eager", "torchscript", "onnx", "onnx-int8", "openvino", "openvino-bf16",
+                                    "openvino-int8"}
     assert report["files"]["eager"]["stats"]["bbox"]["AP"] > 0.5  # a model that works, so deltas mean something
     monkeypatch.chdir(tmp_path)
     for name, f in report["files"].items():
-        assert main(["eval", "--model", f["file"], "--data", str(labelled)]) == 0
+        bf16 = ["--precision", "bf16"] if name == "openvino-bf16" else []  # the same IR, run in bf16
+        assert main(["eval", "--model", f["file"], "--data", str(labelled), *bf16]) == 0
         alone = json.loads((tmp_path / "eval_val.json").read_text())
         assert alone["stats"] == f["stats"], name
     assert report["files"]["onnx-int8"]["precision"] == "int8"
@@ -75,10 +78,12 @@ def test_openvino_and_int8_agree_with_eager_within_the_reduced_precision_limit(v
 
     report = json.loads((verified / "accuracy.json").read_text())
     expected = "bf16" if cpu_supports_bf16(openvino_module().Core()) else "fp32"
-    assert report["files"]["openvino"]["precision"] == expected
+    assert report["files"]["openvino"]["precision"] == "fp32" and report["files"]["openvino"]["limit"] == 0.002
+    assert report["files"]["openvino-bf16"]["precision"] == expected
     manifest = json.loads((verified / "export.json").read_text())
     entry = entry_from_path(verified)
-    for name in ("openvino", "onnx-int8", "openvino-int8"):
+    assert "openvino" in entry.backends  # fp32: offered on its detection-by-detection check
+    for name in ("openvino-bf16", "onnx-int8", "openvino-int8"):
         f = report["files"][name]
         limit = 0.01 if f["precision"] in ("bf16", "int8") else 0.002  # OpenVINO runs fp32 on a CPU without bf16
         # faithful files never fail; on 40 images some intervals still straddle the limit (INCONCLUSIVE)
@@ -177,6 +182,7 @@ def test_backends_of_an_export_folder_are_chosen_by_precision(verified):
     assert load_predictor(verified, "onnxruntime").path.name == "model.onnx"
     assert load_predictor(verified, "onnxruntime", precision="int8").path.name == "model.int8.onnx"
     assert load_predictor(verified, "openvino", precision="fp32").precision == "fp32"
+    assert load_predictor(verified, "openvino").precision == "fp32"  # the float IR's own choice is fp32
     int8 = load_predictor(verified, "openvino", precision="int8")
     assert int8.path.name == "model.int8.xml" and int8.precision == "int8"
     shutil.copy(verified / "model.xml", verified.parent / "renamed")  # an IR without its .bin
@@ -198,3 +204,53 @@ def test_openvino_phantom_rows_are_dropped_and_real_detections_kept():
     kept = drop_phantom_rows(real)
     assert kept["labels"].tolist() == [1, 2] and torch.equal(kept["boxes"], real["boxes"][[0, 2]])
     assert drop_phantom_rows({"labels": torch.tensor([1, 2])})["labels"].tolist() == [1, 2]
+
+
+def test_openvino_fp32_is_checked_detection_by_detection_and_bf16_by_ap(verified):
+    """OpenVINO's float IR is two choices: fp32 gated per detection with the fp32 tolerances (as ONNX Runtime),
+    bf16 judged by AP (gated per detection only where the CPU has no bf16 and runs it in fp32)."""
+    from export.openvino_ir import openvino_module
+    from export.openvino_runtime import cpu_supports_bf16
+
+    parity = json.loads((verified / "parity.json").read_text())["backends"]
+    assert parity["openvino"]["gated"] and parity["openvino"]["passed"], parity["openvino"]["overall"]
+    assert parity["openvino"]["overall"]["max_box_diff_px"] <= 0.05
+    assert parity["openvino-bf16"]["gated"] == (not cpu_supports_bf16(openvino_module().Core()))
+    assert parity["openvino"]["file"] == parity["openvino-bf16"]["file"]  # one file, two ways to run it
+
+
+def test_onnx_int8_runs_as_fused_integer_kernels(verified):
+    """quant_pre_process and the trunk ops give onnxruntime whole DQ -> Conv -> Q patterns: its optimised graph runs
+    the convolutions as QLinearConv (counted when exporting, into the metadata, and again here)."""
+    import onnx
+
+    from export.int8 import fused_op_counts
+
+    meta = json.loads(onnx.load(str(verified / "model.int8.onnx"), load_external_data=False).metadata_props[0].value)
+    recorded = meta["quantization"]["onnxruntime_fused"]
+    counted = fused_op_counts(verified / "model.int8.onnx")
+    assert counted == recorded
+    assert counted["QLinearConv"] > 0 and counted["QLinearConv"] >= meta["quantization"]["quantized_nodes"] - 4
+    # float convolutions left: the stem and the answer layers the family keeps float, nothing else
+    assert counted["float_conv"] <= len(meta["quantization"]["stem_float_nodes"]) + meta["quantization"][
+        "kept_float_nodes"]
+    assert counted["QLinearAdd"] > 0  # MobileNetV2's residual additions run in int8 too
+
+
+def test_a_folder_from_before_openvino_had_two_choices_still_loads(verified, tmp_path):
+    """Its manifest lists the IR once, under "openvino", with the verdict of a bf16 run: both choices load, the bf16
+    verdict is read as openvino-bf16's, and openvino itself is the fp32 choice (offered like ONNX Runtime)."""
+    from detdemo.app.catalogue import entry_from_path
+    from export.runtime import folder_files, load_predictor
+
+    old = tmp_path / "old"
+    shutil.copytree(verified, old)
+    manifest = json.loads((old / "export.json").read_text())
+    bf16 = {**manifest["verified"].pop("openvino-bf16"), "precision": "bf16"}
+    manifest["verified"]["openvino"] = bf16  # as check-export recorded it on a bf16 CPU before the split
+    (old / "export.json").write_text(json.dumps(manifest))
+    assert folder_files(old)["openvino-bf16"] == folder_files(old)["openvino"] == old / "model.xml"
+    entry = entry_from_path(old)
+    assert entry.verified["openvino-bf16"] == bf16 and "openvino" not in entry.verified
+    assert {"openvino", "openvino-bf16"} <= set(entry.backends) and "ΔAP" in entry.label("openvino-bf16")
+    assert load_predictor(old, "openvino").precision == "fp32"

@@ -79,7 +79,8 @@ class ModelEntry:
         verdict = verdict_of(figures)
         if verdict != PASS:
             deltas += f", {verdict.lower()}"
-        precision = f" {figures['precision']}" if figures.get("precision") not in (None, "fp32", "int8") else ""
+        ran = figures.get("precision")  # what the CPU ran, where it differs (bf16 asked, fp32 run without AVX512-BF16)
+        precision = f" (ran {ran})" if ran and ran != format_precision(format_of_choice(choice)) else ""
         return f"{BACKEND_LABELS[choice]}{precision} ({deltas})"
 
 
@@ -147,6 +148,7 @@ def entry_from_path(path: str | Path, name: str | None = None, *, backend: str |
     verified accuracy (``detdemo check-export DIR --data ...``) and it passed. From the Hub, every safe backend's
     files are fetched; those of a backend whose files run code when loaded (TorchScript, ExportedProgram,
     AOTInductor) only when ``backend`` names it."""
+    from export.manifest import verified_of
     from export.runtime import file_kind, folder_files, read_manifest
 
     path = Path(path).expanduser()
@@ -173,12 +175,12 @@ def entry_from_path(path: str | Path, name: str | None = None, *, backend: str |
                 missing[choice_of(fmt)] = not_fetched_reason(fmt)
             by_format = kept
         manifest = read_manifest(path) or {}
-        verified = {choice_of(fmt): v for fmt, v in (manifest.get("verified") or {}).items() if fmt in FORMATS}
+        verified = {choice_of(fmt): v for fmt, v in verified_of(manifest).items() if fmt in FORMATS}
         files = {}
         for fmt, file in by_format.items():
             choice = choice_of(fmt)
             figures = verified.get(choice)
-            unverified = format_precision(fmt) in (*REDUCED, "auto") and not (figures and figures.get("passed"))
+            unverified = format_precision(fmt) in REDUCED and not (figures and figures.get("passed"))
             if unverified:
                 missing[choice] = _unverified_reason(figures)
             else:
@@ -270,7 +272,7 @@ class Catalogue:
                     fmt = format_of_choice(backend)
                     precision = format_precision(fmt)
                     predictor = load_predictor(entry.files[backend], format_backend(fmt), self.device,
-                                               precision=None if precision in ("fp32", "auto") else precision)
+                                               precision=None if precision == "fp32" else precision)
                 else:
                     predictor = entry.loader()
             except DetDemoError as exc:

@@ -8,15 +8,16 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     from detdemo.data.layout import LAYOUTS
-    from export.formats import DEFAULT_FORMATS, FORMATS, ONNX_EXPORTERS
+    from export.formats import DEFAULT_FORMATS, EXPORTED, ONNX_EXPORTERS
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX, ExportedProgram (.pt2), AOTInductor, TorchScript, "
                                       "OpenVINO and INT8 versions")
     p.add_argument("--checkpoint", "--model", dest="checkpoint", required=True,
                    help="a detdemo checkpoint or a training run folder")
-    p.add_argument("--format", nargs="+", default=list(DEFAULT_FORMATS), choices=tuple(FORMATS),
+    p.add_argument("--format", nargs="+", default=list(DEFAULT_FORMATS), choices=EXPORTED,
                    help=f"default: {' '.join(DEFAULT_FORMATS)} (exporters PyTorch keeps; torchscript is deprecated); "
-                        "the INT8 and OpenVINO files are made from the onnx file")
+                        "the INT8 and OpenVINO files are made from the onnx file; openvino's IR runs as two "
+                        "backends, fp32 (openvino) and bf16 (openvino-bf16)")
     p.add_argument("--onnx-exporter", choices=ONNX_EXPORTERS, default="auto",
                    help="auto (default): the dynamo exporter where torch.export handles the architecture, the legacy "
                         "TorchScript-based one (deprecated) elsewhere")
@@ -33,6 +34,12 @@ def add_parser(sub) -> None:
                    help="with --check: also measure every file's AP on this labelled dataset and record the verified "
                         "figures in the export manifest (what the app shows)")
     p.add_argument("--split", default="val", help="with --data: the split to evaluate on")
+    p.add_argument("--max-ap-drop", type=float, default=None, metavar="D",
+                   help="INT8 files: return the quantised layers that cost the most AP to float until eager AP - INT8 "
+                        "AP <= D (bbox, and segm for mask models) on the search images: --search-data, or else a "
+                        "seeded half of --data's images, the other half giving the verdict")
+    p.add_argument("--search-data", default=None, metavar="DATA",
+                   help="with --max-ap-drop: labelled images that steer the search (never the verdict's images)")
     p.set_defaults(func=run_export)
 
     c = sub.add_parser("check-export", help="compare eager and exported models on probe images and, with --data, by "
@@ -96,11 +103,17 @@ def run_export(args: argparse.Namespace) -> int:
             raise DetDemoError(f"--format {' '.join(int8)} needs --calibration DATA_OR_FOLDER: INT8 ranges come from "
                                "your own images")
         calibration = calibration_files(args.calibration, args.calibration_images)
-    if args.check and args.data:  # refuse a dataset the check cannot use before exporting anything
+    search = repair_search(args, int8)  # opened and split before exporting anything
+    if args.check and args.data:  # refuse a dataset the check cannot use before exporting anything, too
         check_data_usable(args.checkpoint, args.data, args.split)
     skipped: dict[str, str] = {}
     paths = export_checkpoint(args.checkpoint, tuple(args.format), args.out, calibration=calibration,
                               onnx_exporter=args.onnx_exporter, device=args.device, skipped=skipped)
+    if search is not None:
+        from export.repair import repair_folder
+
+        dataset, info, config = search
+        repair_folder(args.out, tuple(int8), dataset, info, calibration, config)
     for kind, path in paths.items():
         print(f"{kind:12s} {path} ({path.stat().st_size / 1e6:.1f} MB)")
     for kind, why in skipped.items():
@@ -108,6 +121,35 @@ def run_export(args: argparse.Namespace) -> int:
     if args.check:
         return run_check(check_args(args.out, data=args.data, split=args.split))
     return 0
+
+
+def repair_search(args: argparse.Namespace, int8: list[str]):
+    """(search dataset, what the manifest records about it, RepairConfig) for --max-ap-drop, or None."""
+    from detdemo.checkpoint import load_checkpoint, resolve_checkpoint_path
+    from detdemo.errors import DetDemoError
+    from export.repair import RepairConfig, search_dataset
+
+    if args.max_ap_drop is None:
+        if args.search_data:
+            raise DetDemoError("--search-data steers --max-ap-drop's search: add --max-ap-drop D (or drop it)")
+        return None
+    if not int8:
+        raise DetDemoError("--max-ap-drop repairs INT8 files: add --format onnx-int8 and/or openvino-int8")
+    if not args.max_ap_drop >= 0:
+        raise DetDemoError(f"--max-ap-drop must be >= 0 (an AP difference, e.g. 0.01), got {args.max_ap_drop}")
+    if not args.search_data and not (args.check and args.data):
+        raise DetDemoError("--max-ap-drop needs labelled images to steer its search: --search-data DATA, or --check "
+                           "--data DATA (a seeded half of its images steers the search, the other half gives the "
+                           "verdict)")
+    if args.search_data and args.data and Path(args.search_data).resolve() == Path(args.data).resolve():
+        raise DetDemoError(f"--search-data and --data are the same dataset ({args.data}): the images that steer the "
+                           "search must not give the verdict; drop --search-data to split --data's images instead")
+    names = list(load_checkpoint(resolve_checkpoint_path(args.checkpoint))["model_config"]["class_names"])
+    config = RepairConfig(max_drop=args.max_ap_drop)
+    dataset, info = search_dataset(args.search_data or args.data, names, args.split, config,
+                                   separate=bool(args.search_data))
+    print(f"--max-ap-drop {config.max_drop}: searching on {len(dataset)} images ({info['source']})")
+    return dataset, info, config
 
 
 def check_args(folder, data: str | None = None, split: str = "val") -> argparse.Namespace:

@@ -179,6 +179,12 @@ def _subset(ds: DetectionDataset, split: str, val_fraction: float, seed: int) ->
     keep = holdout_indices(len(ds), split, val_fraction, seed)
     ds.split_source = (f"seeded hold-out of all images: {1 - val_fraction:.0%} train / {val_fraction:.0%} val, "
                        f"seed {seed}")
+    return keep_images(ds, keep)
+
+
+def keep_images(ds: DetectionDataset, keep: list[int]) -> DetectionDataset:
+    """``ds`` reduced, in place, to the images at ``keep`` (in that order), with their annotations: still a
+    DetectionDataset with all its metadata."""
     for attr in ("records", "annotations", "objects", "mask_paths"):
         if hasattr(ds, attr):
             values = getattr(ds, attr)
@@ -191,4 +197,4 @@ def collate(batch):
     return tuple(zip(*batch))
 
 
-__all__ = ["open_dataset", "detect_layout", "collate", "holdout_indices", "LAYOUTS"]
+__all__ = ["open_dataset", "detect_layout", "collate", "holdout_indices", "keep_images", "LAYOUTS"]

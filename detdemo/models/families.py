@@ -84,7 +84,7 @@ ONE_STAGE_FLOAT = ("head.classification_head.cls_logits", "head.regression_head.
 for _family in (
     Family("faster_rcnn", BOXES, replace_rcnn_heads, "roi_heads", RCNN_THRESHOLDS, RCNN_FLOAT),
     Family("mask_rcnn", (*BOXES, "masks"), replace_rcnn_heads, "roi_heads", RCNN_THRESHOLDS,
-           (*RCNN_FLOAT, "roi_heads.mask_predictor")),
+           (*RCNN_FLOAT, "roi_heads.mask_predictor.mask_fcn_logits")),
     Family("keypoint_rcnn", (*BOXES, "keypoints", "keypoints_scores"), replace_rcnn_heads, "roi_heads",
            RCNN_THRESHOLDS, (*RCNN_FLOAT, "roi_heads.keypoint_predictor")),
     Family("retinanet", BOXES, replace_retinanet_head, keep_float=ONE_STAGE_FLOAT),
