@@ -1,6 +1,6 @@
 """Every export format, run in order into one export folder: TorchScript (scripting), ONNX (the dynamo exporter,
 or the deprecated TorchScript-based one), the ONNX-derived INT8 and OpenVINO files, the ExportedProgram (``pt2``)
-and the AOTInductor package (``aoti``).
+and the AOTInductor packages (``aoti``, and ``aoti-bf16`` on a CPU with bf16).
 
 ONNX: ``torch.onnx.export(dynamo=True)`` on the program ``export.torch_export`` traces (``export.onnx_dynamo``),
 for every family torch.export handles; the TorchScript-based exporter (``dynamo=False``, opset 17, dynamic height,
@@ -9,7 +9,7 @@ width and detection count) for the others (``export.torch_export.BLOCKED_FAMILIE
 
 TorchScript is deprecated and PyTorch will remove ``torch.jit``: where scripting itself no longer works, the format
 is skipped with the reason (``skipped`` in the manifest), and so are ``pt2``/``aoti`` for a family torch.export
-cannot trace; every other format is still exported.
+cannot trace and ``aoti-bf16`` on a CPU without bf16; every other format is still exported.
 
 An export folder is a set of files that must agree. Every file carries one export id, the manifest is deleted
 before anything is written and written last, so a folder whose export was interrupted has no manifest (or files
@@ -72,11 +72,16 @@ def skip_reason(fmt: str, arch: str) -> str | None:
     """Why ``fmt`` cannot be made here for ``arch`` for a known, stated reason (None: try it)."""
     if fmt == "torchscript":
         return torchscript_unavailable()
-    if fmt in ("pt2", "aoti"):
+    if fmt in ("pt2", "aoti", "aoti-bf16"):
         from export.torch_export import blocked_reason
 
         reason = blocked_reason(arch)
-        return f"torch.export cannot export {arch} yet: {reason}" if reason else None
+        if reason:
+            return f"torch.export cannot export {arch} yet: {reason}"
+    if fmt == "aoti-bf16":
+        from export.aoti import NO_BF16, bf16_problem
+
+        return NO_BF16 if bf16_problem("cpu") == NO_BF16 else None
     return None
 
 
@@ -211,9 +216,16 @@ def export_aoti(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id:
     return compile_package(model, cfg, path, export_id, device)
 
 
+def export_aoti_bf16(model: torch.nn.Module, cfg: ModelConfig, path: Path, export_id: str = "",
+                     device: str = "cpu") -> Path:
+    from export.aoti import export_aoti as compile_package
+
+    return compile_package(model, cfg, path, export_id, device, precision="bf16")
+
+
 EXPORTERS = {"torchscript": export_torchscript, "onnx": export_onnx, "onnx-int8": export_onnx_int8,
              "openvino": export_openvino, "openvino-int8": export_openvino_int8, "pt2": export_pt2,
-             "aoti": export_aoti}
+             "aoti": export_aoti, "aoti-bf16": export_aoti_bf16}
 
 
 def export_order(formats: tuple[str, ...]) -> list[str]:
@@ -254,7 +266,8 @@ def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str
             continue
         t0 = time.perf_counter()
         extra = {"calibration": calibration} if FORMATS[fmt].precision == "int8" else {}
-        extra.update({"onnx": {"exporter": onnx_exporter}, "aoti": {"device": device}}.get(fmt, {}))
+        extra.update({"onnx": {"exporter": onnx_exporter}, "aoti": {"device": device},
+                      "aoti-bf16": {"device": device}}.get(fmt, {}))
         paths[fmt] = EXPORTERS[fmt](model, cfg, out / FORMATS[fmt].file, export_id=export_id, **extra)
         timings[fmt] = round(time.perf_counter() - t0, 2)
     if len(paths) == 1:

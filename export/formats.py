@@ -59,6 +59,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("openvino-int8", "model.int8.xml", "openvino", "int8", "openvino-int8", needs="onnx", library="nncf"),
     Format("pt2", "model.pt2", "pt2", "fp32", "pt2"),
     Format("aoti", "model.aoti.pt2", "inductor", "fp32", "inductor"),
+    # The same package computing in bf16 (the backbone and heads; CPUs with AVX512-BF16/AMX), compiled with
+    # freezing: a file of its own, judged by AP. Both are AOTInductor packages; each records its precision.
+    Format("aoti-bf16", "model.aoti-bf16.pt2", "inductor", "bf16", "inductor-bf16"),
 )}
 EXPORTED = tuple(f.name for f in FORMATS.values() if not f.runs)  # formats that are files: --format's choices
 EAGER_CHOICE = "pytorch"  # the eager checkpoint's name as a backend choice

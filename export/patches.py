@@ -26,6 +26,11 @@ roi_align_levels    ``poolers._multiscale_roi_align``: the RoI count as ``rois.s
 grid_anchors        ``AnchorGenerator.grid_anchors``: anchor centres from one ``arange`` by ``%`` and ``//``
                     instead of ``meshgrid`` + ``reshape``, whose contiguity checks specialise a feature map of
                     height or width 1 (the stride-32 level of an image under 33 px).
+cell_anchors        ``AnchorGenerator.set_cell_anchors`` leaves the cell anchors alone when they already have the
+                    features' dtype and device: its no-op ``.to()`` put a second reference to the anchor constant
+                    in the program, with only an ``_assert_tensor_metadata`` using it; Inductor's freezing folds
+                    that assert away, deletes the constant and breaks the other reference ("Node _tensor_constant0
+                    target _tensor_constant0 references nonexistent attribute", torch 2.14.1).
 eval_batch_norm     ``F.batch_norm`` in eval mode calls the inference kernel directly: the composite op's
                     "empty input" branch cannot be decided on a data-dependent RoI count (the v2 models'
                     BatchNorm box heads).
@@ -132,6 +137,17 @@ def _grid_anchors(self, grid_sizes: list[list[int]], strides: list[list[Tensor]]
     return anchors
 
 
+_set_cell_anchors = AnchorGenerator.set_cell_anchors
+
+
+def _set_cell_anchors_once(self, dtype: torch.dtype, device: torch.device) -> None:
+    """AnchorGenerator.set_cell_anchors, skipped when it would change nothing (every anchor has that dtype and
+    device already, as after eager's first image)."""
+    if all(a.dtype == dtype and a.device == torch.device(device) for a in self.cell_anchors):
+        return
+    _set_cell_anchors(self, dtype, device)
+
+
 _batch_norm = torch.nn.functional.batch_norm
 
 
@@ -171,12 +187,14 @@ PATCHES: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "box_decode": _swap(det_utils.BoxCoder, "decode", _decode),
     "roi_align_levels": _swap(poolers, "_multiscale_roi_align", _multiscale_roi_align),
     "grid_anchors": _swap(AnchorGenerator, "grid_anchors", _grid_anchors),
+    "cell_anchors": _swap(AnchorGenerator, "set_cell_anchors", _set_cell_anchors_once),
     "eval_batch_norm": _swap(torch.nn.functional, "batch_norm", _eval_batch_norm),
     "size_oblivious": lambda: torch.fx.experimental._config.patch(backed_size_oblivious=True),
 }
 # (owner, attribute) of every swapped name: what tests check is the original again after the block
 SWAPPED = ((box_ops, "batched_nms"), (GeneralizedRCNNTransform, "batch_images"), (det_utils.BoxCoder, "decode"),
-           (poolers, "_multiscale_roi_align"), (AnchorGenerator, "grid_anchors"), (torch.nn.functional, "batch_norm"))
+           (poolers, "_multiscale_roi_align"), (AnchorGenerator, "grid_anchors"), (AnchorGenerator, "set_cell_anchors"),
+           (torch.nn.functional, "batch_norm"))
 
 
 @contextlib.contextmanager

@@ -244,7 +244,8 @@ class OnnxPredictor(HostPipeline):
 def resolve_model_file(path: str | Path, backend: str | None = None,
                        precision: str | None = None) -> tuple[Path, str]:
     """(file, backend) for a model file or folder. ``backend`` None picks the file's own runtime (a folder: its
-    checkpoint); in a folder, ``precision`` int8 picks the INT8 file of the backend, anything else the full one."""
+    checkpoint); in a folder, ``precision`` int8 picks the INT8 file of the backend, bf16 its bf16 file where it has
+    one (AOTInductor), anything else the full one."""
     path = Path(path).expanduser()
     if backend is not None and backend not in BACKENDS:
         raise DetDemoError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
@@ -270,7 +271,8 @@ def resolve_model_file(path: str | Path, backend: str | None = None,
         if precision == "int8" and not int8:
             raise DetDemoError(f"{path}: has no INT8 file for {BACKENDS[backend].label} (export --format onnx-int8)")
         full = [fmt for fmt in mine if fmt not in int8]
-        path = files[int8[0] if precision == "int8" else (full or mine)[0]]
+        bf16 = [fmt for fmt in full if format_precision(fmt) == "bf16"]  # a bf16 file of its own (aoti-bf16)
+        path = files[int8[0] if precision == "int8" else (bf16 if precision == "bf16" and bf16 else full or mine)[0]]
     kind = file_kind(path)
     backend = backend or DEFAULT_BACKEND_FOR_KIND[kind]
     if kind not in BACKENDS[backend].reads:

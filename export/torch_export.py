@@ -25,7 +25,7 @@ from torch import nn
 from detdemo.models import ModelConfig, get_spec
 from export.errors import ExportError, first_line
 from export.patches import export_patches
-from export.wrappers import OnnxDetector
+from export.wrappers import OnnxDetector, autocast_parts
 
 # Families torch.export cannot trace yet, and why: the one place that decides the default ONNX exporter (legacy
 # for these, dynamo for the rest) and where the pt2/aoti formats refuse them (tests hold a strict xfail per entry,
@@ -63,11 +63,17 @@ def dynamic_shapes(model: nn.Module) -> dict | None:
     return {"image": {1: torch.export.Dim("height", min=1, max=limit), 2: torch.export.Dim("width", min=1, max=limit)}}
 
 
-def graph_wrapper(model: nn.Module, arch: str, onnx_rewrites: bool = False) -> nn.Module:
+def graph_wrapper(model: nn.Module, arch: str, onnx_rewrites: bool = False, precision: str = "fp32") -> nn.Module:
     """The graph as a module of one image -> tuple of outputs. ``onnx_rewrites``: the mask-predictor rewrite that
     speeds up ONNX Runtime (``export.wrappers.ShuffledMaskPredictor``); without it the graph holds the original
-    modules, so a ``.pt2`` computes exactly what eager computes."""
-    return OnnxDetector(model.eval(), get_spec(arch).family_info.outputs, fast_masks=onnx_rewrites).eval()
+    modules, so a ``.pt2`` computes exactly what eager computes. ``precision`` "bf16": the backbone and heads run
+    under CPU bf16 autocast, everything between them in float32 (``export.wrappers.autocast_parts``)."""
+    wrapper = OnnxDetector(model.eval(), get_spec(arch).family_info.outputs, fast_masks=onnx_rewrites).eval()
+    if precision == "bf16":
+        autocast_parts(wrapper.model)  # the wrapper's own copy of the model
+    elif precision != "fp32":
+        raise ValueError(f"graph precision must be fp32 or bf16, got {precision!r}")
+    return wrapper
 
 
 @contextlib.contextmanager
@@ -91,16 +97,16 @@ def _quiet_export() -> Iterator[None]:
 
 
 def export_program(model: nn.Module, cfg: ModelConfig, onnx_rewrites: bool = False,
-                   example_hw: tuple[int, int] | None = None, attempt_blocked: bool = False
-                   ) -> torch.export.ExportedProgram:
+                   example_hw: tuple[int, int] | None = None, attempt_blocked: bool = False,
+                   precision: str = "fp32") -> torch.export.ExportedProgram:
     """The model's graph as an ExportedProgram on the CPU (``torch.export.passes.move_to_device_pass`` moves it).
     A family in ``BLOCKED_FAMILIES`` is refused with the reason unless ``attempt_blocked`` (tests that must notice
-    the day it exports)."""
+    the day it exports). ``precision``: as in ``graph_wrapper``."""
     reason = blocked_reason(cfg.arch)
     if reason and not attempt_blocked:
         family = get_spec(cfg.arch).family
         raise ExportError(f"{cfg.arch}: torch.export cannot export the {family} family yet: {reason}")
-    wrapper = graph_wrapper(model, cfg.arch, onnx_rewrites)
+    wrapper = graph_wrapper(model, cfg.arch, onnx_rewrites, precision)
     example = torch.rand(3, *(example_hw or example_size(model)), generator=torch.Generator().manual_seed(0))
     try:
         with torch.no_grad(), _quiet_export():

@@ -104,3 +104,51 @@ class OnnxDetector(nn.Module):
     def forward(self, image: torch.Tensor):
         det = self.model([image])[0]
         return tuple(det[n] for n in self.names)
+
+
+# The submodules that hold a detector's learned convolutions and linear layers (backbone with FPN, RPN head, RoI
+# box/mask/keypoint heads; the single-stage families' head), by attribute path; absent ones are skipped.
+COMPUTE_PARTS = ("backbone", "rpn.head", "roi_heads.box_head", "roi_heads.box_predictor", "roi_heads.mask_head",
+                 "roi_heads.mask_predictor", "roi_heads.keypoint_head", "roi_heads.keypoint_predictor", "head")
+
+
+def _to_float(value):
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return type(value)((k, _to_float(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_float(v) for v in value)
+    return value
+
+
+class AutocastPart(nn.Module):
+    """One compute part run under ``torch.autocast`` (convolutions and matrix products in ``dtype``), its outputs
+    back in float32: what lies between the parts (anchors, box decoding, RoIAlign's boxes, NMS, the mask
+    probabilities) stays in float32, where bf16's 8-bit mantissa would round a 400 px coordinate to whole pixels."""
+
+    def __init__(self, part: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.part = part
+        self.dtype = dtype
+
+    def forward(self, *args, **kwargs):
+        with torch.autocast("cpu", dtype=self.dtype):
+            return _to_float(self.part(*args, **kwargs))
+
+
+def autocast_parts(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> list[str]:
+    """Wrap ``model``'s compute parts (``COMPUTE_PARTS``) in ``AutocastPart``, in place (give it a copy); returns
+    the parts wrapped. Traced by ``torch.export``, autocast becomes explicit casts in the program."""
+    wrapped = []
+    for path in COMPUTE_PARTS:
+        parent, _, name = path.rpartition(".")
+        try:
+            owner = model.get_submodule(parent) if parent else model
+        except AttributeError:
+            continue
+        part = getattr(owner, name, None)
+        if isinstance(part, nn.Module):
+            setattr(owner, name, AutocastPart(part, dtype))
+            wrapped.append(path)
+    return wrapped
