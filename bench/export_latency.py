@@ -397,10 +397,18 @@ def run_model(setup: Setup, runtimes: list[str], args, work: Path) -> tuple[list
     setup_s = time.perf_counter() - t0
     files = {exporter: folder_files(folder) for exporter, folder in folders.items()}
     manifests = {exporter: json.loads((folder / "export.json").read_text()) for exporter, folder in folders.items()}
-    paths = {}
-    for name in runtimes:
+    paths, skipped = {}, {}
+    for name in list(runtimes):
         rt = RUNTIMES[name]
-        paths[name] = setup.checkpoint if rt.format == "eager" else files[rt.onnx_exporter][rt.format]
+        if rt.format == "eager":
+            paths[name] = setup.checkpoint
+        elif rt.format in files[rt.onnx_exporter]:
+            paths[name] = files[rt.onnx_exporter][rt.format]
+        else:  # `detdemo export` skipped it for a stated reason (torch.jit gone, torch.export blocked)
+            reason = manifests[rt.onnx_exporter].get("skipped", {}).get(exported_format(rt.format), "not exported")
+            skipped[name] = reason
+            print(f"{setup.arch}: {name} not timed: {reason}", flush=True)
+    runtimes = [r for r in runtimes if r not in skipped]
     samples = time_runtimes(runtimes, paths, setup.timing, args.repeats, args.rounds)
     eager = statistics.median(samples["eager"]["times"]) if "eager" in samples else None
     rows = {}
@@ -427,7 +435,7 @@ def run_model(setup: Setup, runtimes: list[str], args, work: Path) -> tuple[list
               "export_and_check_s": round(setup_s, 1),
               "checks": {folder_name(e): {"exit_code": c["exit_code"], "summary": c["summary"],
                                           "accuracy": c.get("accuracy")} for e, c in checks.items()},
-              "eager_bf16_accuracy": bf16,
+              "eager_bf16_accuracy": bf16, "skipped": skipped,
               "ratios": ratios_of(setup.arch, rows, verified=not setup.note)}
     return list(rows.values()), detail
 
@@ -478,7 +486,7 @@ def main() -> None:
         model_rows, details[arch] = run_model(setup, runtimes, args, work)
         rows += model_rows
     shown = [{**r, "dbbox_AP": delta_cell(r, "dbbox_AP"), "dsegm_AP": delta_cell(r, "dsegm_AP"),
-              "gate": r["gate"] + (f" ({r['note']})" if r["note"] and r["gate"] != r["note"] else "")}
+              "gate": r["gate"] + (f"; {r['note']}" if r["note"] and r["gate"] != r["note"] else "")}
              for r in rows]
     print(table(shown, COLUMNS))
     print("ratios (speed = baseline median / runtime median):")
