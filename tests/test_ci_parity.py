@@ -3,6 +3,7 @@ and the order of checks (every input refused before any model runs; reports writ
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,18 @@ pytest_plugins = ["pytester"]
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = REPO / "models" / "shapes"
 BCCD = REPO / "models" / "bccd"
+
+
+def fp32_copy(folder: Path) -> Path:
+    """The bundled shapes export's full-precision files (checkpoint, ONNX, pt2) and its manifest, copied: these tests
+    are about the checker's cases, reports and plugin; the reduced-precision gate has its own (test_gate)."""
+    kept = ("eager", "onnx", "pt2")
+    shutil.copytree(SHAPES, folder, ignore=shutil.ignore_patterns("examples", "model.int8.*", "model.xml", "model.bin"))
+    manifest = json.loads((folder / "export.json").read_text())
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if k in kept}
+    manifest["verified"] = {k: v for k, v in (manifest.get("verified") or {}).items() if k in kept}
+    (folder / "export.json").write_text(json.dumps(manifest, indent=1))
+    return folder
 
 
 def _junit(path: Path) -> tuple[dict, dict[str, str]]:
@@ -45,7 +58,7 @@ def damaged(tmp_path_factory) -> Path:
     from export.exporters import export_onnx
 
     folder = tmp_path_factory.mktemp("ci") / "damaged"
-    shutil.copytree(SHAPES, folder, ignore=shutil.ignore_patterns("examples"))
+    fp32_copy(folder)
     data = load_checkpoint(folder / "model.pt")
     model, cfg = model_from_checkpoint(data)
     with torch.no_grad():
@@ -58,7 +71,7 @@ def damaged(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ci") / "good"
-    shutil.copytree(SHAPES, folder, ignore=shutil.ignore_patterns("examples"))
+    fp32_copy(folder)
     return folder
 
 
@@ -140,7 +153,8 @@ def test_the_ci_recipe_runs_as_documented_in_a_temporary_repository(tmp_path):
     (repo / "tests" / "images").mkdir(parents=True)
     for image in sorted((SHAPES / "examples").glob("*.jpg"))[:2]:
         shutil.copy(image, repo / "tests" / "images")
-    stage_model_repo(SHAPES, tmp_path / "model", "alice/shapes", dataset="shapes", license="bsd-3-clause")
+    stage_model_repo(fp32_copy(tmp_path / "shapes"), tmp_path / "model", "alice/shapes", dataset="shapes",
+                     license="bsd-3-clause")
     cache = tmp_path / "hub"
     commit = populate(cache, "alice/shapes", tmp_path / "model")
     shim = tmp_path / "bin"
@@ -193,7 +207,7 @@ def test_check_export_interrupted_during_the_accuracy_check_keeps_the_previous_r
                                                                                         shapes_dir):
     """Parity ran and would have passed; the accuracy check then dies: nothing of the incomplete run is written."""
     folder = tmp_path / "shapes"
-    shutil.copytree(SHAPES, folder, ignore=shutil.ignore_patterns("examples"))
+    fp32_copy(folder)
     before = {name: (folder / name).read_bytes() for name in ("parity.json", "accuracy.json", "export.json")}
 
     def interrupted(*args, **kwargs):

@@ -242,7 +242,11 @@ def test_zero_detections_then_detections_in_one_session(shapes_dir):
     img = np.asarray(Image.open(sorted((shapes_dir / "val").iterdir())[0]).convert("RGB").resize((300, 300)))
     expected = eager.predict(img)
     assert len(eager.predict(blank)) == 0 and len(expected) > 0
-    exported = [path for fmt, path in folder_files(bundled).items() if fmt != "eager"]
+    from export.formats import FORMATS
+
+    # the full-precision files (reduced-precision ones move boxes a little, and are judged by AP elsewhere)
+    exported = [path for fmt, path in folder_files(bundled).items()
+                if fmt != "eager" and FORMATS[fmt].precision == "fp32"]
     assert {p.name for p in exported} >= {"model.onnx", "model.pt2"}
     for pred in (load_predictor(path) for path in exported):
         empty = pred.predict(blank)
