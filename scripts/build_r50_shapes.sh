@@ -5,6 +5,11 @@
 # scratch on generated shapes at a small size, which is enough for a held-out bbox AP well above 0.3.
 #
 #   bash scripts/build_r50_shapes.sh                  # DEVICE=auto: a GPU when there is one (minutes), else CPU (hours)
+#   # what bench/export_latency.py's --r50-* defaults expect (128-144 px; about 45 min of 2 idle CPU cores):
+#   WORK=build/r50_small MIN_SIDE=112 MAX_SIDE=144 MIN_SIZE=128 MAX_SIZE=144 EPOCHS=4 BATCH=4 WORKERS=1 \
+#       bash scripts/build_r50_shapes.sh
+#
+# Interrupted (a time limit, a kill), it goes on from the run's last finished epoch (last.pt) when run again.
 #
 # Cached, not committed: $WORK/run/best.pt is reused when it exists (delete $WORK to rebuild). The held-out shapes
 # ($WORK/heldout, another seed than the training data) are what every R50 file is checked on. Fewer proposals and
@@ -30,6 +35,9 @@ if [ -f "$WORK/run/best.pt" ]; then
     echo "trained R50 cached: $WORK/run/best.pt (delete $WORK to rebuild)"
     exit 0
 fi
+if [ -f "$WORK/run/last.pt" ]; then  # an interrupted build: go on from its last finished epoch
+    "$PY" -m detdemo train --resume "$WORK/run"
+else
 rm -rf "$WORK/data" "$WORK/run"
 "$PY" -m detdemo data shapes --out "$WORK/data" --train 1500 --val 100 --seed 1 --min-side "$MIN_SIDE" --max-side "$MAX_SIDE"
 "$PY" -m detdemo train --data "$WORK/data" --model maskrcnn_resnet50_fpn --weights none --out "$WORK/run" \
@@ -37,5 +45,6 @@ rm -rf "$WORK/data" "$WORK/run"
     --min-size "$MIN_SIZE" --max-size "$MAX_SIZE" --epochs "$EPOCHS" --batch-size "$BATCH" --optimizer adamw --lr 0.0003 \
     --weight-decay 0.0001 --schedule cosine --warmup-iters 200 --clip-grad 10 --workers "$WORKERS" --seed 0 \
     --eval-every 2 --device "$DEVICE" --time-limit-min "$TIME_LIMIT_MIN"
+fi
 "$PY" -m detdemo eval --model "$WORK/run/best.pt" --data "$WORK/heldout" --out "$WORK/heldout_eval.json" \
     --no-pictures
