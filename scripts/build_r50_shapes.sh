@@ -31,12 +31,12 @@ MAX_SIZE=${MAX_SIZE:-256}
 
 [ -d "$WORK/heldout" ] || "$PY" -m detdemo data shapes --out "$WORK/heldout" --train 0 --val 200 --seed 7 \
     --min-side "$MIN_SIDE" --max-side "$MAX_SIDE"
-if [ -f "$WORK/run/best.pt" ]; then
+if [ -f "$WORK/heldout_eval.json" ]; then  # written last, once training has run its course
     echo "trained R50 cached: $WORK/run/best.pt (delete $WORK to rebuild)"
     exit 0
 fi
 if [ -f "$WORK/run/last.pt" ]; then  # an interrupted build: go on from its last finished epoch
-    "$PY" -m detdemo train --resume "$WORK/run"
+    "$PY" -m detdemo train --resume "$WORK/run" --epochs "$EPOCHS"
 else
 rm -rf "$WORK/data" "$WORK/run"
 "$PY" -m detdemo data shapes --out "$WORK/data" --train 1500 --val 100 --seed 1 --min-side "$MIN_SIDE" --max-side "$MAX_SIDE"
