@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import REPO, RESULTS, table, write_json
+from bench.common import REPO, RESULTS, table, timed_calls, write_json
 
 RUNTIMES = {"onnxruntime": ("onnx", "onnxruntime"), "aoti": ("aoti", "inductor"),
             "aoti-bf16": ("aoti-bf16", "inductor"), "aoti-frozen": (None, "inductor")}  # name -> (format, backend)
@@ -45,18 +45,8 @@ def worker(runtime: str, folder: str, images: list[str], repeats: int) -> dict:
     pred = load_predictor(Path(folder) / (FORMATS[fmt].file if fmt else FROZEN_FP32), backend, "cpu")
     load = time.perf_counter() - start
     pics = [open_image(p) for p in images]
-    first = []  # each image once: the first call at each image size
-    for img in pics:
-        t = time.perf_counter()
-        pred.predict(img)
-        first.append(time.perf_counter() - t)
-    times, counts = [], []
-    for _ in range(repeats):
-        for img in pics:
-            t = time.perf_counter()
-            det = pred.predict(img)
-            times.append(time.perf_counter() - t)
-            counts.append(len(det))
+    first, _ = timed_calls(pred, pics)  # each image once: the first call at each image size
+    times, counts = timed_calls(pred, pics, repeats)
     return {"load_s": load, "first": first, "times": times, "detections": counts, "precision": pred.precision}
 
 

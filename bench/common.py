@@ -15,6 +15,18 @@ SHARED = REPO.parent / "shared" / "data"
 RESULTS = REPO / "bench" / "results"
 
 
+def timed_calls(predictor, images: list, rounds: int = 1) -> tuple[list[float], list[int]]:
+    """Wall seconds and detection counts of ``predictor.predict`` on each image, ``rounds`` passes over them."""
+    times, counts = [], []
+    for _ in range(rounds):
+        for img in images:
+            t = time.perf_counter()
+            det = predictor.predict(img)
+            times.append(time.perf_counter() - t)
+            counts.append(len(det))
+    return times, counts
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

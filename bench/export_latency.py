@@ -60,7 +60,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import REPO, RESULTS, current_rss_mb, high_water_rss_mb, reset_peak_rss, table, write_json
+from bench.common import (
+    REPO,
+    RESULTS,
+    current_rss_mb,
+    high_water_rss_mb,
+    reset_peak_rss,
+    table,
+    timed_calls,
+    write_json,
+)
 from export.formats import FORMATS, REDUCED, exported_format, format_backend, format_precision
 
 LIGHT, R50 = "maskrcnn_light", "maskrcnn_resnet50_fpn"
@@ -135,18 +144,9 @@ def worker(runtime: str, path: str, images: list[str], repeats: int) -> dict:
     t = time.perf_counter()
     pred = load_predictor(path, rt.backend, "cpu", precision=rt.precision)
     load_s = time.perf_counter() - t
-    first_pass = []  # warm-up: every image once, so each input size has been seen before it is timed
-    for img in pics if len(pics) > 1 else pics * 2:
-        t = time.perf_counter()
-        pred.predict(img)
-        first_pass.append(time.perf_counter() - t)
-    times, counts = [], []
-    for _ in range(repeats):
-        for img in pics:
-            t = time.perf_counter()
-            det = pred.predict(img)
-            times.append(time.perf_counter() - t)
-            counts.append(len(det))
+    # warm-up: every image once, so each input size has been seen before it is timed
+    first_pass, _ = timed_calls(pred, pics if len(pics) > 1 else pics * 2)
+    times, counts = timed_calls(pred, pics, repeats)
     peak = high_water_rss_mb()
     return {"times": times, "detections": counts, "peak_rss_mb": peak, "model_rss_mb": peak - baseline,
             "load_s": load_s, "first_s": first_pass[0], "first_pass_s": first_pass[1:] or first_pass,
