@@ -29,6 +29,14 @@ def shared(*parts: str) -> Path:
     return path
 
 
+def bundled_like_shapes(out: Path, train: int, val: int, seed: int) -> Path:
+    """Generated shapes at the bundled shapes model's own scale (240-320 px): images it can be judged on."""
+    from detdemo.data.shapes import ShapesConfig, generate_shapes
+
+    generate_shapes(out, train=train, val=val, seed=seed, cfg=ShapesConfig(min_side=240, max_side=320), progress=False)
+    return out
+
+
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory) -> Path:
     """A tiny synthetic dataset shared by the whole session (written once)."""

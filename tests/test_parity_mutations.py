@@ -22,6 +22,7 @@ from detdemo.models import model_from_checkpoint
 from export.exporters import export_onnx
 from export.parity import Tolerances, compare, default_probes, run_parity
 from export.runtime import OnnxPredictor, load_predictor
+from tests.conftest import bundled_like_shapes
 
 BUNDLED = Path(__file__).resolve().parents[1] / "models" / "shapes"
 TOL = Tolerances()
@@ -30,10 +31,8 @@ TOL = Tolerances()
 @pytest.fixture(scope="module")
 def probes(tmp_path_factory):
     """Unseen shapes images at the bundled model's scale, plus the hard probes (blank, tiny, large, grayscale)."""
-    from detdemo.data.shapes import ShapesConfig, generate_shapes
-
     out = tmp_path_factory.mktemp("mutation_probes")
-    generate_shapes(out, train=1, val=4, seed=31, cfg=ShapesConfig(min_side=240, max_side=320), progress=False)
+    bundled_like_shapes(out, train=1, val=4, seed=31)
     return default_probes(sorted((out / "val").iterdir()))
 
 
@@ -159,9 +158,7 @@ def test_near_tied_confident_detections_cannot_hide_a_move_or_a_drop(reference, 
     """Confident scores bunch near 1.0, so detections of a label often score within 1e-4 of each other. That is
     not a tie: moving or dropping one of them must fail like any other detection."""
     from detdemo.data.images import open_image
-    from detdemo.data.shapes import ShapesConfig, generate_shapes
-
-    generate_shapes(tmp_path, train=1, val=40, seed=41, cfg=ShapesConfig(min_side=240, max_side=320), progress=False)
+    bundled_like_shapes(tmp_path, train=1, val=40, seed=41)
     pool = [(p.name, open_image(p)) for p in sorted((tmp_path / "val").iterdir())]
     tied = [(name, img) for name, img in pool if _near_ties(reference.predict(img))][:4]
     assert tied, "the probes must hold near-tied confident detections for this test to mean anything"

@@ -16,6 +16,7 @@ import torch
 from detdemo.cli import main
 from detdemo.errors import DetDemoError
 from export.runtime import file_kind, load_predictor
+from tests.conftest import bundled_like_shapes
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "models" / "shapes"
@@ -25,10 +26,8 @@ FILES = {"pytorch": "model.pt", "pt2": "model.pt2", "onnxruntime": "model.onnx"}
 @pytest.fixture(scope="module")
 def val_set(tmp_path_factory) -> Path:
     """Unseen shapes images of the bundled model's classes, at the sizes it was trained on."""
-    from detdemo.data.shapes import ShapesConfig, generate_shapes
-
     out = tmp_path_factory.mktemp("bundled_val")
-    generate_shapes(out, train=1, val=6, seed=21, cfg=ShapesConfig(min_side=240, max_side=320), progress=False)
+    bundled_like_shapes(out, train=1, val=6, seed=21)
     return out
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from detdemo.cli import main
-from tests.conftest import REPO
+from tests.conftest import REPO, bundled_like_shapes
 
 BUNDLED = REPO / "models" / "shapes"
 
@@ -62,10 +62,8 @@ def test_max_ap_drop_options_are_refused_before_any_work(tmp_path, capsys, monke
 
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory) -> Path:
-    from detdemo.data.shapes import ShapesConfig, generate_shapes
-
     out = tmp_path_factory.mktemp("repair_data")
-    generate_shapes(out, train=8, val=8, seed=11, cfg=ShapesConfig(min_side=240, max_side=320), progress=False)
+    bundled_like_shapes(out, train=8, val=8, seed=11)
     return out
 
 
@@ -120,10 +118,8 @@ def test_a_damaged_onnx_int8_is_repaired_and_judged_on_images_the_search_never_s
 def test_openvino_int8_accuracy_control_runs_our_ap_on_separate_search_data(labelled, tmp_path):
     """NNCF's quantize_with_accuracy_control, validated with our AP through the host pipeline, on --search-data;
     in-domain calibration is within the limit already, so nothing goes back to float, and that is recorded too."""
-    from detdemo.data.shapes import ShapesConfig, generate_shapes
-
     search = tmp_path / "search"
-    generate_shapes(search, train=1, val=6, seed=12, cfg=ShapesConfig(min_side=240, max_side=320), progress=False)
+    bundled_like_shapes(search, train=1, val=6, seed=12)
     folder = tmp_path / "ov"
     assert main(["export", "--checkpoint", str(BUNDLED / "model.pt"), "--out", str(folder), "--format",
                  "openvino-int8", "--calibration", str(labelled / "train"), "--max-ap-drop", "0.05",

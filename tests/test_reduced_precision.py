@@ -15,7 +15,7 @@ from PIL import Image
 
 from detdemo.cli import main
 from detdemo.errors import DetDemoError
-from tests.conftest import REPO
+from tests.conftest import REPO, bundled_like_shapes
 from tests.test_train import small_cfg
 
 BUNDLED = REPO / "models" / "shapes"
@@ -23,12 +23,10 @@ BUNDLED = REPO / "models" / "shapes"
 
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory) -> Path:
-    from detdemo.data.shapes import ShapesConfig, generate_shapes
-
     out = tmp_path_factory.mktemp("labelled")
     # 40 val images: enough for a 1 % AP gate to pass some faithful files, too few to decide every one (the
     # verdicts that need more images are tests/test_gate.py's)
-    generate_shapes(out, train=16, val=40, seed=7, cfg=ShapesConfig(min_side=240, max_side=320), progress=False)
+    bundled_like_shapes(out, train=16, val=40, seed=7)
     return out
 
 

@@ -10,6 +10,7 @@ import torch
 from detdemo import build_model
 from export.patches import PATCHES, SWAPPED, export_patches
 from export.torch_export import BLOCKED_FAMILIES, export_program, graph_wrapper
+from tests.conftest import REPO, bundled_like_shapes
 
 
 def _nms_fake_kernel():
@@ -108,13 +109,11 @@ def test_aoti_bf16_package_runs_in_bf16_and_is_judged_by_ap(tmp_path, monkeypatc
 
     import export.aoti as aoti
     from detdemo.cli import main
-    from detdemo.data.shapes import ShapesConfig, generate_shapes
     from detdemo.errors import DetDemoError
     from detdemo.inference.eager import bf16_supported
     from export.exporters import export_checkpoint, skip_reason
     from export.gate import FAIL
     from export.runtime import file_kind, load_predictor
-    from tests.conftest import REPO
 
     skipped: dict[str, str] = {}
     out = tmp_path / "export"
@@ -132,7 +131,7 @@ def test_aoti_bf16_package_runs_in_bf16_and_is_judged_by_ap(tmp_path, monkeypatc
         assert (predictor.backend, predictor.precision, predictor.path) == ("inductor", "bf16", package)
 
     data = tmp_path / "data"
-    generate_shapes(data, train=0, val=8, seed=7, cfg=ShapesConfig(min_side=240, max_side=320), progress=False)
+    bundled_like_shapes(data, train=0, val=8, seed=7)
     rc = main(["check-export", str(out), "--data", str(data), "--probes", "basic"])  # 0 PASS, 1 FAIL, 3 INCONCLUSIVE
     parity = json.loads((out / "parity.json").read_text())["backends"]["aoti-bf16"]
     accuracy = json.loads((out / "accuracy.json").read_text())["files"]
