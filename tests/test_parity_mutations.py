@@ -19,6 +19,7 @@ import torch
 from detdemo.checkpoint import load_checkpoint, save_checkpoint
 from detdemo.inference.detections import Detections
 from detdemo.models import model_from_checkpoint
+from export.aoti import export_aoti
 from export.exporters import export_onnx
 from export.parity import Tolerances, compare, default_probes, run_parity
 from export.runtime import OnnxPredictor, load_predictor
@@ -41,14 +42,25 @@ def reference():
     return load_predictor(BUNDLED / "model.pt", "pytorch", "cpu")
 
 
-@pytest.fixture(scope="module", params=["dynamo", "legacy"])
-def onnx_file(request, tmp_path_factory) -> Path:
-    """The bundled model's ONNX file from each exporter."""
-    if request.param == "dynamo":
+@pytest.fixture(scope="module", params=["onnx-dynamo", "onnx-legacy", "pt2", "openvino", "aoti"])
+def exported(request, tmp_path_factory) -> tuple[Path, str]:
+    """(file, backend) of every full-precision format checked detection by detection: the bundled model's ONNX
+    file from each exporter, its ExportedProgram, its OpenVINO IR run in fp32 and an AOTInductor package of it."""
+    if request.param == "onnx-dynamo":
         assert OnnxPredictor(BUNDLED / "model.onnx").meta["exporter"] == "torch.onnx.export(dynamo=True)"
-        return BUNDLED / "model.onnx"
+        return BUNDLED / "model.onnx", "onnxruntime"
+    if request.param in ("pt2", "openvino"):
+        return BUNDLED / {"pt2": "model.pt2", "openvino": "model.xml"}[request.param], request.param
     model, cfg = model_from_checkpoint(load_checkpoint(BUNDLED / "model.pt"))
-    return export_onnx(model, cfg, tmp_path_factory.mktemp("legacy") / "model.onnx", exporter="legacy")
+    folder = tmp_path_factory.mktemp(request.param)
+    if request.param == "aoti":
+        return export_aoti(model, cfg, folder / "model.aoti.pt2"), "inductor"
+    return export_onnx(model, cfg, folder / "model.onnx", exporter="legacy"), "onnxruntime"
+
+
+def open_exported(exported: tuple[Path, str]):
+    path, backend = exported
+    return load_predictor(path, backend, "cpu", precision="fp32" if backend == "openvino" else None)
 
 
 def verdict(reference, candidate, probes) -> tuple[bool, str, dict]:
@@ -58,9 +70,9 @@ def verdict(reference, candidate, probes) -> tuple[bool, str, dict]:
     return report["passed"], reasons, backend["overall"]
 
 
-def damaged_output(mutate, onnx_file: Path) -> OnnxPredictor:
-    """The real ONNX export, with ``mutate(raw graph outputs)`` applied to what its session returns."""
-    predictor = OnnxPredictor(onnx_file, device="cpu")
+def damaged_output(mutate, exported: tuple[Path, str]):
+    """The real exported file, with ``mutate(raw graph outputs)`` applied to what its runtime returns."""
+    predictor = open_exported(exported)
     run = predictor._run_graph
     predictor._run_graph = lambda x: mutate({k: v.clone() for k, v in run(x).items()})
     return predictor
@@ -78,8 +90,8 @@ def damaged_weights(tmp_path: Path, damage, exporter: str = "legacy") -> OnnxPre
     return OnnxPredictor(folder / "model.onnx", device="cpu")
 
 
-def test_the_unmutated_export_passes_with_nothing_excused(reference, probes, onnx_file):
-    passed, reasons, overall = verdict(reference, OnnxPredictor(onnx_file, device="cpu"), probes)
+def test_the_unmutated_export_passes_with_nothing_excused(reference, probes, exported):
+    passed, reasons, overall = verdict(reference, open_exported(exported), probes)
     assert passed, reasons
     assert overall["detections"] >= 20 and overall["excused"] == 0 and overall["unmatched"] == 0
     assert overall["max_mask_prob_diff"] is not None and overall["mask_iou_min"] is not None
@@ -139,8 +151,8 @@ def _squeeze_masks(raw):
     ("soft masks squeezed above 0.5", _squeeze_masks, "soft mask probability differs"),
     ("labels swapped", lambda raw: {**raw, "labels": 4 - raw["labels"]}, "unmatched"),
 ])
-def test_damaged_outputs_are_caught(name, mutate, expected, reference, probes, onnx_file):
-    passed, reasons, _ = verdict(reference, damaged_output(mutate, onnx_file), probes)
+def test_damaged_outputs_are_caught(name, mutate, expected, reference, probes, exported):
+    passed, reasons, _ = verdict(reference, damaged_output(mutate, exported), probes)
     assert not passed and expected in reasons, (name, reasons)
 
 
