@@ -101,6 +101,17 @@ def json_array_stream(path: str | Path, head: dict[str, Any], key: str) -> Itera
         f.flush()
 
 
+def require_free_space(folder: str | Path, needed_bytes: int, what: str) -> None:
+    """Refuse before writing rather than half way: on a full disk torch.jit.save/load end the whole process with a
+    C++ terminate (pytorch/pytorch#156955) instead of raising, so no clean-up would run and a temp file would stay."""
+    from detdemo.errors import DetDemoError
+
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise DetDemoError(f"{folder}: not enough free disk space for {what}: about {needed_bytes / 1e6:,.0f} MB "
+                           f"needed, {free / 1e6:,.0f} MB free")
+
+
 def write_torch(path: str | Path, obj: Any) -> Path:
     import torch
 

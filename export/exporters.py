@@ -29,7 +29,7 @@ import torchvision.ops.poolers
 
 from detdemo.checkpoint import load_checkpoint, save_checkpoint
 from detdemo.errors import DetDemoError
-from detdemo.fileio import atomic_path, remove_stale_temps, write_json
+from detdemo.fileio import atomic_path, remove_stale_temps, require_free_space, write_json
 from detdemo.inference.pipeline import transform_spec
 from detdemo.models import ModelConfig, get_spec, model_from_checkpoint
 from export.errors import ExportError
@@ -252,6 +252,9 @@ def export_checkpoint(checkpoint: str | Path, formats: tuple[str, ...], out: str
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
+    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    require_free_space(out, int(1.1 * weight_bytes) * (1 + len(order)),  # each file holds the weights at most once
+                       f"the eager checkpoint and {len(order)} exported file(s) of {cfg.arch}")
     (out / MANIFEST).unlink(missing_ok=True)  # from here until the new manifest, the folder is "incomplete"
     export_id = uuid.uuid4().hex
     paths = {"eager": save_checkpoint(out / EAGER_FILE, model, cfg, train_config=data.get("train_config"),

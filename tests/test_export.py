@@ -345,6 +345,20 @@ def test_export_cli_errors(tmp_path, capsys):
     assert rc == 2 and "not an export folder" in capsys.readouterr().err
 
 
+def test_export_refuses_a_too_full_disk_before_writing_and_keeps_the_previous_export(light_export, tmp_path,
+                                                                                      monkeypatch, capsys):
+    import shutil
+
+    out = tmp_path / "exp"
+    shutil.copytree(light_export, out)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**12, 10**12 - 10**6, 10**6))
+    rc = main(["export", "--checkpoint", str(light_export / "model.pt"), "--out", str(out), "--format", "onnx"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{out}: not enough free disk space" in err and "1 MB free" in err, err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # manifest and files untouched
+
+
 def test_shuffled_mask_predictor_computes_the_same_masks():
     from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 
