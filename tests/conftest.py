@@ -48,6 +48,17 @@ def shapes_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def bundled_aoti(tmp_path_factory) -> Path:
+    """An export folder of the bundled shapes model with its AOTInductor package: compiled once (about 30 s of g++)
+    for the AOTInductor test and the mutation suite."""
+    from export.exporters import export_checkpoint
+
+    folder = tmp_path_factory.mktemp("bundled_aoti")
+    export_checkpoint(REPO / "models" / "shapes" / "model.pt", ("aoti",), folder)
+    return folder
+
+
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
     """An empty torch cache and no network: the COCO model can neither be read nor downloaded."""

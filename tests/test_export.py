@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from export.errors import ExportError
 from export.exporters import export_checkpoint
 from export.runtime import OnnxPredictor, load_predictor
 from export.torch_export import BLOCKED_FAMILIES, export_program
-from tests.conftest import shared
+from tests.conftest import bundled_like_shapes, shared
 
 ALL = [s.name for s in list_models()]
 NO_AVX512 = "avx512f" not in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
@@ -51,7 +52,10 @@ def _cutoff_kwargs(spec, score: float = 0.0, cap: int = 30) -> dict:
 
 
 def briefly_trained(arch: str, shapes_dir: Path, out: Path, steps: int, **extra) -> Path:
-    """A few SGD steps on shapes: random weights give near-tied scores, training makes the check meaningful."""
+    """A few SGD steps on shapes: random weights give near-tied scores, training makes the check meaningful.
+
+    The trunk (the backbone but its FPN) keeps its random weights: its backward was most of a step's cost on the
+    R50s, and the heads' steps are what make the scores decisive."""
     spec = get_spec(arch)
     kw = {} if spec.fixed_size else {"min_size": 128, "max_size": 160}
     kw.update(_cutoff_kwargs(spec))
@@ -59,6 +63,9 @@ def briefly_trained(arch: str, shapes_dir: Path, out: Path, steps: int, **extra)
     torch.manual_seed(0)
     model, cfg = build_model(arch, 4, ["circle", "square", "triangle"], **kw)
     ds = open_dataset(shapes_dir, "train", transforms=train_transforms())
+    for name, p in model.named_parameters():
+        if name.startswith("backbone.") and not name.startswith("backbone.fpn."):
+            p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
     model.train()
@@ -276,27 +283,35 @@ def test_pt2_runs_in_a_fresh_process_with_only_torch_and_torchvision(light_expor
         assert shapes == [[n, 4], [n], [n], [n, 1, 28, 28]]
 
 
-# Every family's smallest architecture through AOTInductor (freezing on): 316 s for the six on 2 CPU cores, most of it
-# g++ (FCOS 100 s, RetinaNet 76 s, the rest 20-35 s each).
-AOTI_ARCHS = ["maskrcnn_light", *sorted(FAMILY_REPRESENTATIVES - {"maskrcnn_light"})]
+# Every family's smallest architecture through AOTInductor (freezing on). FCOS and RetinaNet spend 1.5-2 min each,
+# most of it in g++ (the four others 20-30 s): they run when DETDEMO_ALL_AOTI=1 is set, so that CI's whole run stays
+# near its 25-minute budget (all six passed in full runs on 2026-12-04 and 2026-12-05, torch 2.14.1, 2 CPU cores).
+SLOW_AOTI = {"fcos_resnet50_fpn", "retinanet_resnet50_fpn"}
+ONLY_WITH_ALL_AOTI = pytest.mark.skipif(os.environ.get("DETDEMO_ALL_AOTI") != "1",
+                                        reason="1.5-2 min of g++ on 2 CPU cores; DETDEMO_ALL_AOTI=1 runs it")
+AOTI_ARCHS = [pytest.param(arch, marks=ONLY_WITH_ALL_AOTI) if arch in SLOW_AOTI else arch
+              for arch in ["maskrcnn_light", *sorted(FAMILY_REPRESENTATIVES - {"maskrcnn_light"})]]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", AOTI_ARCHS)
-def test_aoti_package_matches_eager_and_refuses_the_wrong_device(arch, light_export, shapes_dir, tmp_path):
+def test_aoti_package_matches_eager_and_refuses_the_wrong_device(arch, request, shapes_dir, tmp_path):
     from export.aoti import isa_problem, package_metadata
 
-    source = light_export / "model.pt" if arch == "maskrcnn_light" else \
-        briefly_trained(arch, shapes_dir, tmp_path / "ckpt.pt", steps=6)
-    export_checkpoint(source, ("aoti",), tmp_path / "aoti")
-    package = tmp_path / "aoti" / "model.aoti.pt2"
-    predictor = load_predictor(tmp_path / "aoti", "inductor")
+    if arch == "maskrcnn_light":  # the bundled model's package (the mutation suite's too), on images at its scale
+        folder = request.getfixturevalue("bundled_aoti")
+        val = sorted((bundled_like_shapes(tmp_path / "images", train=1, val=3, seed=13) / "val").iterdir())
+    else:
+        folder = tmp_path / "aoti"
+        export_checkpoint(briefly_trained(arch, shapes_dir, tmp_path / "ckpt.pt", steps=6), ("aoti",), folder)
+        val = sorted((shapes_dir / "val").iterdir())
+    package = folder / "model.aoti.pt2"
+    predictor = load_predictor(folder, "inductor")
     assert predictor.backend == "inductor" and predictor.device == "cpu" and predictor.path == package
     meta = package_metadata(package)
     assert meta["AOTI_DEVICE_KEY"] == "cpu" and isa_problem(meta["AOTI_CPU_ISA"]) is None
     assert isa_problem("AVX512 AVX512_VNNI") is None or torch.backends.cpu.get_cpu_capability() != "AVX512"
-    val = sorted((shapes_dir / "val").iterdir())
-    rc, report, out = check(tmp_path / "aoti", *map(str, val), probes="basic")
+    rc, report, out = check(folder, *map(str, val), probes="basic")
     assert rc == 0, out
     aoti = report["backends"]["aoti"]
     assert sum(r["matched"] for r in aoti["images"]) > 0, out

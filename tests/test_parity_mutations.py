@@ -19,7 +19,6 @@ import torch
 from detdemo.checkpoint import load_checkpoint, save_checkpoint
 from detdemo.inference.detections import Detections
 from detdemo.models import model_from_checkpoint
-from export.aoti import export_aoti
 from export.exporters import export_onnx
 from export.parity import Tolerances, compare, default_probes, run_parity
 from export.runtime import OnnxPredictor, load_predictor
@@ -51,10 +50,10 @@ def exported(request, tmp_path_factory) -> tuple[Path, str]:
         return BUNDLED / "model.onnx", "onnxruntime"
     if request.param in ("pt2", "openvino"):
         return BUNDLED / {"pt2": "model.pt2", "openvino": "model.xml"}[request.param], request.param
+    if request.param == "aoti":
+        return request.getfixturevalue("bundled_aoti") / "model.aoti.pt2", "inductor"
     model, cfg = model_from_checkpoint(load_checkpoint(BUNDLED / "model.pt"))
     folder = tmp_path_factory.mktemp(request.param)
-    if request.param == "aoti":
-        return export_aoti(model, cfg, folder / "model.aoti.pt2"), "inductor"
     return export_onnx(model, cfg, folder / "model.onnx", exporter="legacy"), "onnxruntime"
 
 
