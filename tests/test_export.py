@@ -362,8 +362,6 @@ def test_export_cli_errors(tmp_path, capsys):
 
 def test_export_refuses_a_too_full_disk_before_writing_and_keeps_the_previous_export(light_export, tmp_path,
                                                                                       monkeypatch, capsys):
-    import shutil
-
     out = tmp_path / "exp"
     shutil.copytree(light_export, out)
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
