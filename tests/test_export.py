@@ -321,15 +321,18 @@ def test_aoti_package_matches_eager_and_refuses_the_wrong_device(arch, request, 
 
 @pytest.mark.parametrize("arch", ARCH_PARAMS)
 def test_every_architecture_exports_with_parity(arch, shapes_dir, tmp_path):
-    """TorchScript, ONNX (dynamo for each family's smallest architecture, legacy for the rest) and the
-    ExportedProgram (pt2), each checked detection by detection; TorchScript and pt2 bit-exact."""
+    """ONNX (dynamo for each family's smallest architecture, legacy for the rest) and the ExportedProgram (pt2),
+    each checked detection by detection, pt2 bit-exact; TorchScript (deprecated, exported only by name) for each
+    family's smallest architecture and for Keypoint R-CNN, whose only other file is ONNX. (The others' legacy ONNX
+    is itself traced by torch.jit; scripting all sixteen cost CI about 80 s of its 25 minutes.)"""
     ckpt = briefly_trained(arch, shapes_dir, tmp_path / "ckpt.pt", steps=6)
     skipped: dict[str, str] = {}
     exporter = "dynamo" if arch in FAMILY_REPRESENTATIVES else "legacy"
-    paths = export_checkpoint(ckpt, ("torchscript", "onnx", "pt2"), tmp_path / "exp", onnx_exporter=exporter,
-                              skipped=skipped)
     blocked = BLOCKED_FAMILIES.get(get_spec(arch).family)
-    assert set(paths) == {"eager", "torchscript", "onnx"} | (set() if blocked else {"pt2"})
+    scripted = ("torchscript",) if arch in FAMILY_REPRESENTATIVES or blocked else ()
+    paths = export_checkpoint(ckpt, (*scripted, "onnx", "pt2"), tmp_path / "exp", onnx_exporter=exporter,
+                              skipped=skipped)
+    assert set(paths) == {"eager", *scripted, "onnx"} | (set() if blocked else {"pt2"})
     assert set(skipped) == ({"pt2"} if blocked else set()), skipped
     assert OnnxPredictor(paths["onnx"]).meta["exporter"] == f"torch.onnx.export(dynamo={exporter == 'dynamo'})"
     # basic probes (two sizes, blank, real after blank) keep 16 architectures inside CI's time budget; the full
@@ -340,7 +343,7 @@ def test_every_architecture_exports_with_parity(arch, shapes_dir, tmp_path):
     assert len(first) and not np.array_equal(first.scores, second.scores), "outputs do not depend on the image"
     rc, report, out = check(tmp_path / "exp", str(val[0]), str(val[1]), probes="basic")
     assert rc == 0, out
-    for exact in ("torchscript", *(() if blocked else ("pt2",))):
+    for exact in (*scripted, *(() if blocked else ("pt2",))):
         backend = report["backends"][exact]
         assert sum(r["matched"] for r in backend["images"]) > 0, out  # pairs were compared, so 0.0 means bit-exact
         assert backend["overall"]["max_box_diff_px"] == 0.0 and backend["overall"]["excused"] == 0, exact
