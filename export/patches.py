@@ -23,9 +23,9 @@ batch_images        ``GeneralizedRCNNTransform.batch_images``: padding to a mult
 box_decode          ``BoxCoder.decode``: no ``if box_sum > 0`` branch, explicit reshape sizes (upstream).
 roi_align_levels    ``poolers._multiscale_roi_align``: the RoI count as ``rois.shape[0]`` rather than ``len()``
                     (upstream), so it stays symbolic; and the levels' pooled RoIs put back in order by one gather
-                    (concatenate, then index by the inverse of the levels' concatenated indices) instead of
-                    writing each level into a zero tensor, which exports as a broadcast of zeros and one
-                    full-size ScatterND per level (about 40 % of an INT8 R50's OpenVINO call at 128 px).
+                    (``export.wrappers.gather_merge_levels``, the legacy exporter's rewrite) instead of writing each
+                    level into a zero tensor, which exports as a broadcast of zeros and one full-size ScatterND per
+                    level (about 40 % of the trained R50's OpenVINO INT8 call at 128 px).
 grid_anchors        ``AnchorGenerator.grid_anchors``: anchor centres from one ``arange`` by ``%`` and ``//``
                     instead of ``meshgrid`` + ``reshape``, whose contiguity checks specialise a feature map of
                     height or width 1 (the stride-32 level of an image under 33 px).
@@ -60,6 +60,8 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import boxes as box_ops
 from torchvision.ops import poolers
+
+from export.wrappers import gather_merge_levels
 
 # -- replacements ------------------------------------------------------------------------------------------------
 
@@ -120,14 +122,10 @@ def _multiscale_roi_align(x_filtered: list[Tensor], boxes: list[Tensor], output_
                                          sampling_ratio=sampling_ratio)
     levels = mapper(boxes)
     dtype = x_filtered[0].dtype
-    pooled, order = [], []
-    for level, (feature, scale) in enumerate(zip(x_filtered, scales)):
-        idx_in_level = torch.where(levels == level)[0]
-        pooled.append(torchvision.ops.roi_align(feature, rois[idx_in_level], output_size=output_size,
-                                                spatial_scale=scale, sampling_ratio=sampling_ratio).to(dtype))
-        order.append(idx_in_level)
-    # every RoI is in exactly one level, so the concatenated indices are a permutation of 0..N-1
-    return torch.cat(pooled).index_select(0, torch.argsort(torch.cat(order)))
+    pooled = [torchvision.ops.roi_align(feature, rois[torch.where(levels == level)[0]], output_size=output_size,
+                                        spatial_scale=scale, sampling_ratio=sampling_ratio).to(dtype)
+              for level, (feature, scale) in enumerate(zip(x_filtered, scales))]
+    return gather_merge_levels(levels, pooled)
 
 
 def _grid_anchors(self, grid_sizes: list[list[int]], strides: list[list[Tensor]]) -> list[Tensor]:

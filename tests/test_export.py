@@ -349,6 +349,22 @@ def test_every_architecture_exports_with_parity(arch, shapes_dir, tmp_path):
         assert backend["overall"]["max_box_diff_px"] == 0.0 and backend["overall"]["excused"] == 0, exact
 
 
+def test_a_pyramid_model_exports_through_dynamo_onnx_and_openvino_with_parity(shapes_dir, tmp_path):
+    """A multi-level RoIAlign (FPN) through the dynamo exporter: the ``roi_align_levels`` patch's gather merge runs
+    in ONNX Runtime and OpenVINO, detection by detection (the R50s' ONNX in the test above is the legacy one)."""
+    ckpt = briefly_trained("maskrcnn_light", shapes_dir, tmp_path / "ckpt.pt", steps=6, fpn_channels=32)
+    export_checkpoint(ckpt, ("onnx", "openvino"), tmp_path / "exp", onnx_exporter="dynamo")
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "exp" / "model.onnx")).graph.node}
+    assert "RoiAlign" in ops and "ScatterND" not in ops
+    val = sorted((shapes_dir / "val").iterdir())
+    rc, report, out = check(tmp_path / "exp", str(val[0]), str(val[1]), probes="basic")
+    assert rc == 0, out
+    for backend in ("onnx", "openvino"):
+        assert sum(r["matched"] for r in report["backends"][backend]["images"]) > 0, out
+
+
 @pytest.mark.xfail(strict=True, raises=ExportError, reason="torch.export: " + BLOCKED_FAMILIES["keypoint_rcnn"])
 def test_keypoint_rcnn_goes_through_torch_export():
     """Turns red (strict) the day torch.export traces Keypoint R-CNN: then drop it from BLOCKED_FAMILIES."""
