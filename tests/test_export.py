@@ -393,8 +393,8 @@ def test_shuffled_mask_predictor_computes_the_same_masks():
 
 def test_weak_rpn_proposals_rank_as_in_eager(light_export, shapes_dir, tmp_path):
     """The RPN ranks proposals by sigmoid(objectness); ONNX Runtime's own Sigmoid is not monotonic below ~1e-5
-    (``export.onnx_sigmoid``), so a model whose weak proposals have logits of -12 to -20 (a trained R50-FPN's do)
-    kept other proposals and lost detections. Lowering every objectness logit by 15, in eager and in the exported
+    (``export.onnx_sigmoid``), so a model whose weak proposals have logits below -12 (a trained R50-FPN's do) kept
+    other proposals and lost detections. Lowering every objectness logit by 15, in eager and in the exported
     file alike, puts this model's proposals there: eager's ranking is unchanged, and the file must rank the same.
     With the file's Sigmoid left as it was, 3 of these 4 images failed (10, 4 and 12 unmatched detections)."""
     import onnx
