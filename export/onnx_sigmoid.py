@@ -8,10 +8,10 @@ accurate as ``torch.sigmoid`` (relative error <= 1.5e-7 everywhere, monotonic) a
 nodes instead of one (``docs/export.md``, "What changes inside the ONNX graph").
 
 Where it matters: a Faster/Mask R-CNN RPN ranks its proposals for NMS by sigmoid(objectness), and a trained model's
-weak proposals have logits below -12 (a quarter of the R50-FPN's candidates on the held-out image below, down to -52). ONNX
-Runtime's ranking of those differs from eager's, NMS then keeps other boxes, the 1000 proposals the box head sees
-differ in their tail, and detections built on the missing ones vanish (the trained R50-FPN lost 2 of 29 detections
-on a held-out image, OpenVINO and eager agreed).
+weak proposals have logits below -12 (a quarter of the R50-FPN's candidates on the held-out image below, down to
+-52). ONNX Runtime's ranking of those differs from eager's, NMS then keeps other boxes, the 1000 proposals the box
+head sees differ in their tail, and detections built on the missing ones vanish (the trained R50-FPN lost 2 of 29
+detections on a held-out image, OpenVINO and eager agreed).
 
 The new nodes are named after the Sigmoid they replace (``/model/rpn/Sigmoid`` -> ``/model/rpn/Sigmoid_Exp``, ...):
 same module scope, so the INT8 derivations treat them as they treated the Sigmoid (``export.int8``: an ``Add``
