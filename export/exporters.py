@@ -35,6 +35,7 @@ from detdemo.models import ModelConfig, get_spec, model_from_checkpoint
 from export.errors import ExportError
 from export.formats import EAGER_FILE, EXPORTED, FORMATS, MANIFEST, ONNX_EXPORTERS, companions, exported_format
 from export.metadata import build_metadata, dumps, stamp_onnx
+from export.onnx_sigmoid import exact_sigmoid
 from export.quiet import torchscript_quiet
 from export.wrappers import OnnxDetector, ScriptableDetector, gather_merge_levels
 
@@ -132,6 +133,7 @@ def export_onnx_legacy(model: torch.nn.Module, cfg: ModelConfig, path: Path, exp
                                   input_names=["image"], output_names=list(names), dynamic_axes=dynamic,
                                   do_constant_folding=True)
             proto = onnx.load(str(tmp))
+            exact_sigmoid(proto.graph)
             onnx.checker.check_model(proto)
         except Exception as exc:  # noqa: BLE001
             raise ExportError(f"{cfg.arch}: ONNX export failed ({type(exc).__name__}: "

@@ -3,9 +3,9 @@
 deprecated and will be removed).
 
 Same graph contract as the legacy file (input ``image``, outputs named after ``Family.outputs``, dynamic height,
-width and detection count), and the same ONNX Runtime rewrites (``export.wrappers``). The conversion runs inside
-``export.patches.export_patches()``: the exporter re-traces the program while decomposing it, and needs the same
-fake NMS kernel.
+width and detection count), and the same ONNX Runtime rewrites (``export.wrappers``, ``export.onnx_sigmoid``). The
+conversion runs inside ``export.patches.export_patches()``: the exporter re-traces the program while decomposing
+it, and needs the same fake NMS kernel.
 
 Node names. The legacy exporter names nodes after module paths (``/model/roi_heads/box_predictor/cls_score/Gemm``)
 and the INT8 and OpenVINO derivations choose the layers that stay float by those names (``export.int8``). The
@@ -31,6 +31,7 @@ from detdemo.inference.pipeline import transform_spec
 from detdemo.models import ModelConfig, get_spec
 from export.errors import ExportError, first_line
 from export.metadata import build_metadata, stamp_onnx
+from export.onnx_sigmoid import exact_sigmoid
 from export.patches import export_patches
 from export.torch_export import example_size, export_program
 
@@ -85,6 +86,7 @@ def export_onnx_dynamo(model: torch.nn.Module, cfg: ModelConfig, path: Path, exp
                                              output_names=names, opset_version=opset, optimize=True, verbose=False)
         proto = onnx_program.model_proto
         name_nodes_by_module(proto.graph)
+        exact_sigmoid(proto.graph)  # after naming: the new nodes take the Sigmoid's module path
         for node in proto.graph.node:  # stack traces with this machine's paths, FX dumps: not for a shipped file
             del node.metadata_props[:]
         onnx.checker.check_model(proto)
