@@ -411,8 +411,8 @@ def test_staged_space_installs_alone_and_answers_gradio_client(staged, hub_cache
     shutil.copytree(staged / "space", space)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "--no-compile", "-r",
-                          str(space / "requirements.txt")], capture_output=True, text=True, timeout=1200)
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "--no-compile",
+                          "-r", str(space / "requirements.txt")], capture_output=True, text=True, timeout=1200)
     assert pip.returncode == 0, pip.stderr[-3000:]
     port = __import__("tests.test_live_app", fromlist=["_free_port"])._free_port()
     env = {**_offline_env(cache), "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
