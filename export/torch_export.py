@@ -64,11 +64,11 @@ def dynamic_shapes(model: nn.Module) -> dict | None:
 
 
 def graph_wrapper(model: nn.Module, arch: str, onnx_rewrites: bool = False, precision: str = "fp32") -> nn.Module:
-    """The graph as a module of one image -> tuple of outputs. ``onnx_rewrites``: the mask-predictor rewrite that
-    speeds up ONNX Runtime (``export.wrappers.ShuffledMaskPredictor``); without it the graph holds the original
-    modules, so a ``.pt2`` computes exactly what eager computes. ``precision`` "bf16": the backbone and heads run
-    under CPU bf16 autocast, everything between them in float32 (``export.wrappers.autocast_parts``)."""
-    wrapper = OnnxDetector(model.eval(), get_spec(arch).family_info.outputs, fast_masks=onnx_rewrites).eval()
+    """The graph as a module of one image -> tuple of outputs. ``onnx_rewrites``: the rewrites that speed up
+    the ONNX runtimes, exact up to float rounding (``export.wrappers.OnnxDetector``); without them the graph holds
+    the original modules, so a ``.pt2`` computes exactly what eager computes. ``precision`` "bf16": the backbone
+    and heads run under CPU bf16 autocast, everything between them in float32 (``export.wrappers.autocast_parts``)."""
+    wrapper = OnnxDetector(model.eval(), get_spec(arch).family_info.outputs, onnx_rewrites=onnx_rewrites).eval()
     if precision == "bf16":
         autocast_parts(wrapper.model)  # the wrapper's own copy of the model
     elif precision != "fp32":

@@ -353,14 +353,19 @@ def test_every_architecture_exports_with_parity(arch, shapes_dir, tmp_path):
 
 
 def test_a_pyramid_model_exports_through_dynamo_onnx_and_openvino_with_parity(shapes_dir, tmp_path):
-    """A multi-level RoIAlign (FPN) through the dynamo exporter: the ``roi_align_levels`` patch's gather merge runs
-    in ONNX Runtime and OpenVINO, detection by detection (the R50s' ONNX in the test above is the legacy one)."""
+    """A multi-level RoIAlign (FPN) through the dynamo exporter, the box head run on the pooled RoIs in level order
+    (``export.wrappers.head_on_level_order``), detection by detection in ONNX Runtime and OpenVINO (the R50s' ONNX
+    in the test above is the legacy one)."""
     ckpt = briefly_trained("maskrcnn_light", shapes_dir, tmp_path / "ckpt.pt", steps=6, fpn_channels=32)
     export_checkpoint(ckpt, ("onnx", "openvino"), tmp_path / "exp", onnx_exporter="dynamo")
     import onnx
 
-    ops = {node.op_type for node in onnx.load(str(tmp_path / "exp" / "model.onnx")).graph.node}
-    assert "RoiAlign" in ops and "ScatterND" not in ops
+    nodes = onnx.load(str(tmp_path / "exp" / "model.onnx")).graph.node
+    assert "RoiAlign" in {n.op_type for n in nodes} and "ScatterND" not in {n.op_type for n in nodes}
+    made_by = {out: n.name for n in nodes for out in n.output}
+    # the box head runs on the levels' rows as pooled; its output rows are put back in RoI order
+    assert any(n.op_type.startswith("Gather") and made_by.get(n.input[0], "").startswith("/model/roi_heads/box_head/")
+               for n in nodes)
     val = sorted((shapes_dir / "val").iterdir())
     rc, report, out = check(tmp_path / "exp", str(val[0]), str(val[1]), probes="basic")
     assert rc == 0, out
