@@ -112,16 +112,19 @@ def _level_order_pool(self, x: dict[str, torch.Tensor], boxes: list[torch.Tensor
     return torch.cat(pooled), inverse_of_level_order(levels, len(pooled))
 
 
-def _head_then_roi_order(self, pooled_and_inverse: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    pooled, inverse = pooled_and_inverse
-    return super(type(self), self).forward(pooled)[inverse]
+def _head_then_roi_order(base: type):
+    def forward(self, pooled_and_inverse: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        pooled, inverse = pooled_and_inverse
+        return base.forward(self, pooled)[inverse]
+    return forward
 
 
-def _with_forward(module: nn.Module, forward, prefix: str) -> None:
-    """Give one module object its own subclass with ``forward`` replaced: its children, parameters and so the
-    exported graph's node names stay those of the original (``Family.keep_float`` and the INT8 plans match by name)."""
+def _with_forward(module: nn.Module, make_forward, prefix: str) -> None:
+    """Give one module object its own subclass whose ``forward`` is ``make_forward(original class)``: its children,
+    parameters and so the exported graph's node names stay those of the original (``Family.keep_float`` and the INT8
+    plans match by name)."""
     cls = type(module)
-    module.__class__ = type(prefix + cls.__name__, (cls,), {"forward": forward, "__module__": cls.__module__})
+    module.__class__ = type(prefix + cls.__name__, (cls,), {"forward": make_forward(cls), "__module__": cls.__module__})
 
 
 def head_on_level_order(model: nn.Module) -> bool:
@@ -136,7 +139,7 @@ def head_on_level_order(model: nn.Module) -> bool:
     pool, head = getattr(heads, "box_roi_pool", None), getattr(heads, "box_head", None)
     if type(pool) is not MultiScaleRoIAlign or head is None or len(pool.featmap_names) < 2:
         return False
-    _with_forward(pool, _level_order_pool, "LevelOrder")
+    _with_forward(pool, lambda _: _level_order_pool, "LevelOrder")
     _with_forward(head, _head_then_roi_order, "RoiOrder")
     return True
 

@@ -352,6 +352,39 @@ def test_every_architecture_exports_with_parity(arch, shapes_dir, tmp_path):
         assert backend["overall"]["max_box_diff_px"] == 0.0 and backend["overall"]["excused"] == 0, exact
 
 
+def test_the_box_head_on_level_order_gives_the_same_rows_for_every_r_cnn():
+    """``head_on_level_order`` (the ONNX graph's box branch): the same box features as the original pooler and head,
+    for each kind of R-CNN box branch in the zoo (TwoMLPHead over 4 and 2 levels, the v2 models' conv head with
+    BatchNorm, Keypoint R-CNN's); applied once, and only where the pooler has more than one level."""
+    from export.wrappers import OnnxDetector, head_on_level_order
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 128, 160, generator=g)
+    xy = torch.rand(300, 2, generator=g) * torch.tensor([150.0, 120.0])
+    # 2 to 600 px: every level (torchvision's LevelMapper: level 0 under 112 px, the top one from 448 px)
+    boxes = torch.cat([xy, xy + 2 + torch.rand(300, 2, generator=g) ** 2 * 600], dim=1)
+    pyramids = 0
+    for spec in map(get_spec, ("fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn",
+                               "keypointrcnn_resnet50_fpn", "fasterrcnn_light")):
+        torch.manual_seed(0)
+        model, _ = build_model(spec.name, 4, ["circle", "square", "triangle"], min_size=128, max_size=160)
+        model.eval()
+        heads = OnnxDetector(model, spec.family_info.outputs).model.roi_heads
+        pyramid = len(model.roi_heads.box_roi_pool.featmap_names) > 1
+        assert type(heads.box_head).__name__.startswith("RoiOrder") == pyramid, spec.name
+        assert not head_on_level_order(OnnxDetector(model, spec.family_info.outputs).model)  # never twice
+        with torch.no_grad():
+            features = model.backbone(image)
+            features = {"0": features} if isinstance(features, torch.Tensor) else features  # as GeneralizedRCNN
+            want = model.roi_heads.box_head(model.roi_heads.box_roi_pool(features, [boxes], [(128, 160)]))
+            got = heads.box_head(heads.box_roi_pool(features, [boxes], [(128, 160)]))
+        mapper = model.roi_heads.box_roi_pool.map_levels  # every level the pooler maps to holds RoIs
+        assert len(mapper([boxes]).unique()) == int(mapper.k_max - mapper.k_min + 1), spec.name
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=spec.name)
+        pyramids += pyramid
+    assert pyramids == 3  # all but fasterrcnn_light, whose pooler has one level
+
+
 def test_a_pyramid_model_exports_through_dynamo_onnx_and_openvino_with_parity(shapes_dir, tmp_path):
     """A multi-level RoIAlign (FPN) through the dynamo exporter, the box head run on the pooled RoIs in level order
     (``export.wrappers.head_on_level_order``), detection by detection in ONNX Runtime and OpenVINO (the R50s' ONNX
