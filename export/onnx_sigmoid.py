@@ -4,8 +4,9 @@ ONNX Runtime (1.31.1, CPU execution provider, every graph optimisation level) co
 approximation: its error is about 1e-7 *absolute*, so below about 1e-5 the result is mostly error. sigmoid(-17.67)
 comes out as 1.49e-7 (exact: 2.1e-8) while sigmoid(-16) comes out as 6.0e-8 (exact: 1.1e-7); on a dense sweep of
 [-20, 0] the output decreases at 15 % of the steps. Exp is computed to float32 precision, so the formula above is as
-accurate as ``torch.sigmoid`` (relative error <= 1.5e-7 everywhere, monotonic) at the cost of four element-wise
-nodes instead of one (``docs/export.md``, "What changes inside the ONNX graph").
+accurate as ``torch.sigmoid`` (relative error <= 1.5e-7 wherever the result is a normal float, i.e. x > -87.3;
+monotonic everywhere) at the cost of four element-wise nodes instead of one (``docs/export.md``, "What changes
+inside the ONNX graph").
 
 Where it matters: a Faster/Mask R-CNN RPN ranks its proposals for NMS by sigmoid(objectness), and a trained model's
 weak proposals have logits below -12 (a quarter of the R50-FPN's candidates on the held-out image below, down to
