@@ -23,9 +23,9 @@ batch_images        ``GeneralizedRCNNTransform.batch_images``: padding to a mult
 box_decode          ``BoxCoder.decode``: no ``if box_sum > 0`` branch, explicit reshape sizes (upstream).
 roi_align_levels    ``poolers._multiscale_roi_align``: the RoI count as ``rois.shape[0]`` rather than ``len()``
                     (upstream), so it stays symbolic; and the levels' pooled RoIs put back in order by one gather
-                    (``export.wrappers.gather_merge_levels``, the legacy exporter's rewrite) instead of writing each
-                    level into a zero tensor, which exports as a broadcast of zeros and one full-size ScatterND per
-                    level (about 40 % of the trained R50's OpenVINO INT8 call at 128 px).
+                    (``export.wrappers.pool_levels``, as the legacy exporter's ``gather_merge_levels``) instead of
+                    writing each level into a zero tensor, which exports as a broadcast of zeros and one full-size
+                    ScatterND per level (about 40 % of the trained R50's OpenVINO INT8 call at 128 px).
 grid_anchors        ``AnchorGenerator.grid_anchors``: anchor centres from one ``arange`` by ``%`` and ``//``
                     instead of ``meshgrid`` + ``reshape``, whose contiguity checks specialise a feature map of
                     height or width 1 (the stride-32 level of an image under 33 px).
@@ -61,7 +61,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import boxes as box_ops
 from torchvision.ops import poolers
 
-from export.wrappers import gather_merge_levels
+from export.wrappers import pool_levels
 
 # -- replacements ------------------------------------------------------------------------------------------------
 
@@ -120,12 +120,8 @@ def _multiscale_roi_align(x_filtered: list[Tensor], boxes: list[Tensor], output_
     if len(x_filtered) == 1:
         return torchvision.ops.roi_align(x_filtered[0], rois, output_size=output_size, spatial_scale=scales[0],
                                          sampling_ratio=sampling_ratio)
-    levels = mapper(boxes)
-    dtype = x_filtered[0].dtype
-    pooled = [torchvision.ops.roi_align(feature, rois[torch.where(levels == level)[0]], output_size=output_size,
-                                        spatial_scale=scale, sampling_ratio=sampling_ratio).to(dtype)
-              for level, (feature, scale) in enumerate(zip(x_filtered, scales))]
-    return gather_merge_levels(levels, pooled)
+    pooled, inverse = pool_levels(x_filtered, rois, mapper(boxes), scales, output_size, sampling_ratio)
+    return pooled[inverse]
 
 
 def _grid_anchors(self, grid_sizes: list[list[int]], strides: list[list[Tensor]]) -> list[Tensor]:
