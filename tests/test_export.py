@@ -323,8 +323,8 @@ def test_aoti_package_matches_eager_and_refuses_the_wrong_device(arch, request, 
 def test_every_architecture_exports_with_parity(arch, shapes_dir, tmp_path):
     """ONNX (dynamo for each family's smallest architecture, legacy for the rest) and the ExportedProgram (pt2),
     each checked detection by detection, pt2 bit-exact; TorchScript (deprecated, exported only by name) for each
-    family's smallest architecture and for Keypoint R-CNN, whose only other file is ONNX. (The others' legacy ONNX
-    is itself traced by torch.jit; scripting all sixteen cost CI about 80 s of its 25 minutes.)"""
+    family's smallest architecture and for Keypoint R-CNN, whose only other file is ONNX. (Scripting all sixteen
+    cost CI about 80 s of its 25 minutes; the other nine were last scripted and checked in CI on 2026-12-05.)"""
     ckpt = briefly_trained(arch, shapes_dir, tmp_path / "ckpt.pt", steps=6)
     skipped: dict[str, str] = {}
     exporter = "dynamo" if arch in FAMILY_REPRESENTATIVES else "legacy"
